@@ -1,0 +1,35 @@
+# The two commands of the README:
+#   make serve   builds the component and greeter-host, serves the app on http://127.0.0.1:3000
+#   make test    installs what is missing (.ci/setup), then runs every check and test
+CACHE ?= $(HOME)/.cache/greeter
+VENV := $(CACHE)/venv
+WASM := --target wasm32-wasip2 --release
+COMPONENTS := -p greeter -p hello -p faulty
+
+.PHONY: serve component host test lint python-tests
+
+serve: component host
+	./target/host/greeter-host up --from spin.toml --listen 127.0.0.1:3000
+
+component:
+	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+	cargo build $(WASM) -p greeter
+
+# The host is built for speed with its own profile; `release` is tuned for the .wasm's size.
+host:
+	cargo build --profile host -p greeter-host
+
+test:
+	./.ci/setup
+	cargo build $(WASM) $(COMPONENTS)
+	$(MAKE) lint
+	cargo test --workspace
+	$(MAKE) python-tests
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy $(WASM) $(COMPONENTS) -- -D warnings
+
+python-tests:
+	$(VENV)/bin/python -m pytest -q tests
