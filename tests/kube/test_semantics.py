@@ -1,0 +1,402 @@
+"""What a schema cannot see: names that must resolve, values that must agree."""
+
+import re
+import tomllib
+from urllib.parse import urlsplit
+
+import pytest
+
+from kube.manifests import (
+    APP_IMAGE,
+    HOST_IMAGE,
+    KUBE,
+    OVERLAYS,
+    PRODUCTION,
+    REGIONS,
+    ident,
+    image_references,
+    of_kind,
+    one,
+    pod_specs,
+    render,
+)
+
+# The kustomizations that deploy the app (not the per-cluster setup nor Argo CD).
+APP_RENDERS = (*OVERLAYS, "alternatives", "greeter-host-only")
+# The app's routes (README); the probes must use the two made for them.
+APP_ROUTES = {
+    "/", "/hello/{name}", "/api/health", "/api/ready", "/api/greetings", "/api/greetings/{id}",
+    "/api/mirror", "/api/upload-random", "/api/uploads", "/openapi.json", "/docs",
+}
+LIVENESS, READINESS = "/api/health", "/api/ready"
+
+
+def names(objects, kind):
+    return {obj["metadata"]["name"] for obj in of_kind(objects, kind)}
+
+
+def secret_keys(objects) -> dict[str, set[str]]:
+    """Secret name -> its keys, for Secrets and for the Secrets ExternalSecrets write."""
+    keys = {}
+    for secret in of_kind(objects, "Secret"):
+        keys[secret["metadata"]["name"]] = {*secret.get("data", {}), *secret.get("stringData", {})}
+    for external in of_kind(objects, "ExternalSecret"):
+        target = external["spec"]["target"]["name"]
+        keys[target] = {item["secretKey"] for item in external["spec"]["data"]}
+    return keys
+
+
+def value_refs(objects):
+    """(object, kind of the referenced object, name, key) of every configMapKeyRef/secretKeyRef."""
+    def walk(owner, node):
+        if isinstance(node, dict):
+            for field, kind in (("configMapKeyRef", "ConfigMap"), ("secretKeyRef", "Secret")):
+                if field in node:
+                    yield owner, kind, node[field]["name"], node[field]["key"]
+            for child in node.values():
+                yield from walk(owner, child)
+        elif isinstance(node, list):
+            for child in node:
+                yield from walk(owner, child)
+
+    for obj in objects:
+        yield from walk(ident(obj), obj.get("spec", {}))
+
+
+def pod_labels(objects) -> dict[str, dict]:
+    """Pod labels by workload: SpinApp pods (podLabels plus the operator's) and templates."""
+    labels = {
+        ident(app): {**app["spec"].get("podLabels", {}), "core.spinkube.dev/app-name": app["metadata"]["name"]}
+        for app in of_kind(objects, "SpinApp")
+    }
+    for obj, _ in pod_specs(objects):
+        labels[ident(obj)] = obj["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+def deployments(objects) -> set[str]:
+    """Deployments in the cluster: those rendered, and the one spin-operator makes per SpinApp."""
+    return names(objects, "Deployment") | names(objects, "SpinApp")
+
+
+def services(objects) -> set[str]:
+    """Services in the cluster: those rendered, and the one spin-operator makes per SpinApp."""
+    return names(objects, "Service") | names(objects, "SpinApp")
+
+
+@pytest.mark.parametrize("name", APP_RENDERS)
+def test_every_config_and_secret_reference_resolves(name):
+    objects = render(name)
+    available = {
+        "ConfigMap": {cm["metadata"]["name"]: set(cm.get("data", {})) for cm in of_kind(objects, "ConfigMap")},
+        "Secret": secret_keys(objects),
+    }
+    missing = [
+        f"{owner} -> {kind} {ref}/{key}"
+        for owner, kind, ref, key in value_refs(objects)
+        if key not in available[kind].get(ref, set())
+    ]
+    for obj, spec in pod_specs(objects):
+        for volume in spec.get("volumes", []):
+            if "configMap" in volume and volume["configMap"]["name"] not in available["ConfigMap"]:
+                missing.append(f"{ident(obj)} -> volume ConfigMap {volume['configMap']['name']}")
+    assert missing == []
+
+
+@pytest.mark.parametrize("name", APP_RENDERS)
+def test_every_target_and_backend_exists(name):
+    objects = render(name)
+    missing = []
+    for scaler in of_kind(objects, "HorizontalPodAutoscaler") + of_kind(objects, "ScaledObject"):
+        target = scaler["spec"]["scaleTargetRef"]
+        if target.get("kind", "Deployment") != "Deployment" or target["name"] not in deployments(objects):
+            missing.append(f"{ident(scaler)} -> {target}")
+    for route in of_kind(objects, "HTTPRoute"):
+        for rule in route["spec"]["rules"]:
+            missing += [f"{ident(route)} -> {b['name']}" for b in rule["backendRefs"] if b["name"] not in services(objects)]
+    for ingress in of_kind(objects, "Ingress"):
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                backend = path["backend"]["service"]["name"]
+                if backend not in services(objects):
+                    missing.append(f"{ident(ingress)} -> {backend}")
+    for app in of_kind(objects, "SpinApp"):
+        if app["spec"]["executor"] not in names(objects, "SpinAppExecutor"):
+            missing.append(f"{ident(app)} -> executor {app['spec']['executor']}")
+    accounts = [(ident(a), a["spec"].get("serviceAccountName")) for a in of_kind(objects, "SpinApp")]
+    accounts += [(ident(obj), spec.get("serviceAccountName")) for obj, spec in pod_specs(objects)]
+    missing += [f"{owner} -> {sa}" for owner, sa in accounts if sa and sa not in names(objects, "ServiceAccount")]
+    for sts in of_kind(objects, "StatefulSet"):
+        if sts["spec"]["serviceName"] not in names(objects, "Service"):
+            missing.append(f"{ident(sts)} -> {sts['spec']['serviceName']}")
+    assert missing == []
+
+
+@pytest.mark.parametrize("name", APP_RENDERS)
+def test_every_selector_selects_pods(name):
+    objects = render(name)
+    pods = pod_labels(objects)
+    selectors = [(ident(pdb), pdb["spec"]["selector"]) for pdb in of_kind(objects, "PodDisruptionBudget")]
+    selectors += [
+        (ident(svc), {"matchLabels": svc["spec"]["selector"]})
+        for svc in of_kind(objects, "Service")
+        if svc["spec"].get("type") != "ExternalName"
+    ]
+    selectors += [(ident(np), np["spec"]["podSelector"]) for np in of_kind(objects, "NetworkPolicy")]
+    assert [owner for owner, sel in selectors if not any(selects(sel, l) for l in pods.values())] == []
+    for monitor in of_kind(objects, "ServiceMonitor"):
+        ports = {
+            port.get("name")
+            for svc in of_kind(objects, "Service")
+            if selects(monitor["spec"]["selector"], svc["metadata"].get("labels", {}))
+            for port in svc["spec"]["ports"]
+        }
+        assert {e["port"] for e in monitor["spec"]["endpoints"]} <= ports, ident(monitor)
+
+
+def probes(objects):
+    """(workload, probe kind, path) of every HTTP probe."""
+    for app in of_kind(objects, "SpinApp"):
+        for kind, check in app["spec"].get("checks", {}).items():
+            yield ident(app), kind, check["httpGet"]["path"]
+    for obj, spec in pod_specs(objects):
+        for container in spec["containers"]:
+            for kind in ("liveness", "readiness", "startup"):
+                probe = container.get(f"{kind}Probe", {})
+                if "httpGet" in probe:
+                    yield ident(obj), kind, probe["httpGet"]["path"]
+
+
+@pytest.mark.parametrize("name", APP_RENDERS)
+def test_probes_use_the_health_and_readiness_routes(name):
+    objects = render(name)
+    found = list(probes(objects))
+    want = {"liveness": LIVENESS, "startup": LIVENESS, "readiness": READINESS}
+    assert [p for p in found if p[2] not in APP_ROUTES or p[2] != want[p[1]]] == []
+    # Every app workload has both: liveness without dependencies, readiness with Redis.
+    servers = {ident(a) for a in of_kind(objects, "SpinApp")} | {
+        ident(obj) for obj, _ in pod_specs(objects) if obj["metadata"]["name"] == "greeter-host"
+    }
+    for server in servers:
+        assert {kind for owner, kind, _ in found if owner == server} >= {"liveness", "readiness"}
+
+
+@pytest.mark.parametrize("name", APP_RENDERS)
+def test_each_image_has_one_reference_and_is_pinned(name):
+    refs = image_references(render(name))
+    for image in (APP_IMAGE, HOST_IMAGE):
+        used = {ref for _, ref in refs if ref.split(":")[0] == image}
+        assert len(used) <= 1, f"{image} is referenced as {used}"
+    # Ours carry a release tag; third-party images a digest.
+    unpinned = [
+        (owner, ref) for owner, ref in refs
+        if not (re.fullmatch(r"ghcr\.io/greeter-dev/[a-z-]+:v\d+\.\d+\.\d+", ref) or "@sha256:" in ref)
+    ]
+    assert unpinned == []
+
+
+@pytest.mark.parametrize("name", PRODUCTION)
+def test_production_secrets_hold_no_literal_values(name):
+    objects = render(name)
+    assert [ident(s) for s in of_kind(objects, "Secret")] == []
+    # ... they come from the secret store instead.
+    assert secret_keys(objects).keys() >= {"greeter-redis", "greeter-s3"}
+
+
+def host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname, parts.port or 6379
+
+
+@pytest.mark.parametrize("name", APP_RENDERS)
+def test_spinapp_and_greeter_host_use_the_same_redis(name):
+    objects = render(name)
+    redis_service = one(objects, "Service", "greeter-redis")
+    assert [p["port"] for p in redis_service["spec"]["ports"]] == [6379]
+    endpoints = {("greeter-redis", 6379)}  # the Service: in-cluster StatefulSet or managed alias
+    secrets = set()
+    for app in of_kind(objects, "SpinApp"):
+        (store,) = app["spec"]["runtimeConfig"]["keyValueStores"]
+        assert (store["name"], store["type"]) == ("default", "redis")
+        (url,) = [o for o in store["options"] if o["name"] == "url"]
+        secrets.add((url["valueFrom"]["secretKeyRef"]["name"], "url"))
+    for obj, spec in pod_specs(objects):
+        if obj["metadata"]["name"] != "greeter-host":
+            continue
+        env = {e["name"]: e for e in spec["containers"][0]["env"]}
+        secrets.add((env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"], "password"))
+        config = tomllib.loads(one(objects, "ConfigMap", "greeter-host-runtime-config")["data"]["runtime-config.toml"])
+        store = config["key_value_store"]["default"]
+        assert (store["type"], store["password_env"]) == ("redis", "REDIS_PASSWORD")
+        endpoints.add(host_port(store["url"]))
+    for secret in of_kind(objects, "Secret"):
+        if secret["metadata"]["name"] == "greeter-redis":
+            literal = secret["stringData"]
+            endpoints.add(host_port(literal["url"]))
+            assert urlsplit(literal["url"]).password == literal["password"]
+    assert {s for s, _ in secrets} <= {"greeter-redis"}
+    assert endpoints == {("greeter-redis", 6379)}
+
+
+@pytest.mark.parametrize("name", ("dev", "greeter-host-only"))
+def test_greeter_host_is_locked_down_and_drains_before_it_is_killed(name):
+    deployment = one(render(name), "Deployment", "greeter-host")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    args = container["args"]
+    flag = lambda name: args[args.index(name) + 1]
+    drain = int(flag("--drain-timeout"))
+    pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert pod["terminationGracePeriodSeconds"] > pre_stop + drain
+    assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] and not security["allowPrivilegeEscalation"]
+    assert security["capabilities"]["drop"] == ["ALL"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes[mounts[flag("--state-dir")]], "the state dir must be writable"
+    config_dir, config_file = flag("--runtime-config-file").rsplit("/", 1)
+    assert config_file in one(render(name), "ConfigMap", volumes[mounts[config_dir]]["configMap"]["name"])["data"]
+    ports = {p["containerPort"] for p in container["ports"]}
+    assert {int(flag("--listen").rsplit(":")[1]), int(flag("--metrics-listen").rsplit(":")[1])} == ports
+    assert pod["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
+
+
+def autoscalers(objects, target):
+    return [
+        s for s in of_kind(objects, "HorizontalPodAutoscaler") + of_kind(objects, "ScaledObject")
+        if s["spec"]["scaleTargetRef"]["name"] == target
+    ]
+
+
+@pytest.mark.parametrize("name", APP_RENDERS)
+def test_an_autoscaled_spinapp_has_exactly_one_autoscaler(name):
+    objects = render(name)
+    for app in of_kind(objects, "SpinApp"):
+        scalers = autoscalers(objects, app["metadata"]["name"])
+        if app["spec"].get("enableAutoscaling"):
+            assert "replicas" not in app["spec"] and len(scalers) == 1
+        else:
+            assert scalers == []
+
+
+@pytest.mark.parametrize("name", PRODUCTION)
+def test_production_is_highly_available(name):
+    objects = render(name)
+    app = one(objects, "SpinApp", "greeter")
+    assert app["spec"]["enableAutoscaling"]
+    (hpa,) = autoscalers(objects, "greeter")
+    assert hpa["spec"]["minReplicas"] >= 2
+    assert one(objects, "PodDisruptionBudget", "greeter")["spec"]["maxUnavailable"] == 1
+
+
+def test_dev_runs_one_replica_without_autoscaling():
+    app = one(render("dev"), "SpinApp", "greeter")
+    assert app["spec"]["replicas"] == 1 and not app["spec"].get("enableAutoscaling")
+
+
+@pytest.mark.parametrize("name", APP_RENDERS)
+def test_memory_request_equals_limit_and_cpu_is_not_capped(name):
+    objects = render(name)
+    resources = [(ident(a), a["spec"]["resources"]) for a in of_kind(objects, "SpinApp")]
+    resources += [(ident(obj), c["resources"]) for obj, spec in pod_specs(objects) for c in spec["containers"]]
+    for owner, res in resources:
+        assert res["requests"]["memory"] == res["limits"]["memory"], owner
+        assert "cpu" in res["requests"] and "cpu" not in res["limits"], owner
+
+
+@pytest.mark.parametrize("name", APP_RENDERS)
+def test_namespace_is_locked_down(name):
+    objects = render(name)
+    assert {obj["metadata"].get("namespace") for obj in objects if obj["kind"] != "Namespace"} == {"greeter"}
+    deny = one(objects, "NetworkPolicy", "default-deny")["spec"]
+    assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}
+    assert "ingress" not in deny and "egress" not in deny
+    assert all(sa.get("automountServiceAccountToken") is False for sa in of_kind(objects, "ServiceAccount"))
+    ingress_from = {
+        peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+        for np in of_kind(objects, "NetworkPolicy")
+        for rule in np["spec"].get("ingress", [])
+        for peer in rule["from"]
+        if "namespaceSelector" in peer
+    }
+    assert ingress_from <= {"gateway-system", "monitoring"}
+
+
+def hostnames(objects):
+    return {h for r in of_kind(objects, "HTTPRoute") for h in r["spec"]["hostnames"]} | {
+        rule["host"] for i in of_kind(objects, "Ingress") for rule in i["spec"]["rules"]
+    }
+
+
+@pytest.mark.parametrize("name", (*PRODUCTION, "alternatives"))
+def test_the_certificate_covers_every_hostname_and_its_issuer_exists(name):
+    objects = render(name)
+    cert = one(objects, "Certificate", "greeter-tls")
+    assert set(cert["spec"]["dnsNames"]) == hostnames(objects)
+    assert cert["spec"]["issuerRef"]["name"] in names(render("cluster"), "ClusterIssuer")
+    for ingress in of_kind(objects, "Ingress"):
+        assert {t["secretName"] for t in ingress["spec"]["tls"]} == {cert["spec"]["secretName"]}
+
+
+def flatten(node, path=()):
+    """{path: leaf} of a nested object."""
+    if isinstance(node, dict):
+        return {p: v for k, child in node.items() for p, v in flatten(child, (*path, k)).items()}
+    if isinstance(node, list):
+        return {p: v for i, child in enumerate(node) for p, v in flatten(child, (*path, i)).items()}
+    return {path: node}
+
+
+# What may differ between a region and prod, by object: nothing else does.
+REGIONAL = {
+    "ConfigMap/greeter-config": {("data", "s3_endpoint"), ("data", "s3_region"), ("data", "s3_bucket")},
+    "Service/greeter-redis": {("spec", "externalName")},
+    "NetworkPolicy/allow-redis": {("spec", "egress", 0, "to", 0, "ipBlock", "cidr")},
+    "HTTPRoute/greeter": {("spec", "hostnames", 1)},
+    "Certificate/greeter-tls": {("spec", "dnsNames", 1)},
+}
+
+
+@pytest.mark.parametrize("region", REGIONS)
+def test_a_region_differs_from_prod_only_where_regions_differ(region):
+    prod = {ident(obj): flatten(obj) for obj in render("prod")}
+    ours = {ident(obj): flatten(obj) for obj in render(region)}
+    assert ours.keys() == prod.keys()
+    changed = {
+        obj: {path for path in ours[obj].keys() | prod[obj].keys() if ours[obj].get(path) != prod[obj].get(path)}
+        for obj in ours
+    }
+    assert {obj: paths - REGIONAL.get(obj, set()) for obj, paths in changed.items()} == dict.fromkeys(ours, set())
+
+
+def test_regions_have_their_own_values():
+    values = {
+        region: {
+            (obj, path): flatten(one(render(region), *obj.split("/")))[path]
+            for obj, paths in REGIONAL.items()
+            for path in paths
+        }
+        for region in REGIONS
+    }
+    for key in values[REGIONS[0]]:
+        assert len({values[region][key] for region in REGIONS}) == len(REGIONS), key
+    placeholders = re.compile(r"\.invalid$|^192\.0\.2\.")
+    assert [v for region in REGIONS for v in values[region].values() if placeholders.search(str(v))] == []
+
+
+def test_argocd_generates_one_application_per_region_overlay():
+    appset = one(render("argocd"), "ApplicationSet", "greeter")
+    (generator,) = appset["spec"]["generators"]
+    (expression,) = generator["clusters"]["selector"]["matchExpressions"]
+    assert sorted(expression["values"]) == sorted(REGIONS)
+    label = expression["key"]
+    path = appset["spec"]["template"]["spec"]["source"]["path"]
+    for region in REGIONS:
+        assert (KUBE.parent / path.replace(f'{{{{ index .metadata.labels "{label}" }}}}', region)).is_dir()
+    project = one(render("argocd"), "AppProject", appset["spec"]["template"]["spec"]["project"])
+    assert appset["spec"]["template"]["spec"]["source"]["repoURL"] in project["spec"]["sourceRepos"]
