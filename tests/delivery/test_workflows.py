@@ -1,0 +1,94 @@
+"""The GitHub Actions workflows: linted, audited, pinned, and running the README's commands."""
+
+import json
+import re
+
+import yaml
+
+from delivery.tools import BIN, WORKFLOWS, run
+from kube.manifests import REPO
+
+ZIZMOR = ("--offline", "--persona", "pedantic", "--config", REPO / ".github" / "zizmor.yml", "--format", "json")
+
+
+def workflows() -> dict[str, dict]:
+    return {path.name: yaml.safe_load(path.read_text()) for path in sorted(WORKFLOWS.glob("*.yml"))}
+
+
+def test_there_are_the_ci_release_and_deploy_workflows():
+    assert {"ci.yml", "release.yml", "deploy.yml"} <= workflows().keys()
+
+
+def test_actionlint_passes():
+    result = run("actionlint", "-shellcheck", BIN / "shellcheck")
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+def test_actionlint_rejects_a_broken_workflow(tmp_path):
+    broken = tmp_path / "broken.yml"
+    broken.write_text("on: push\njobs:\n  a:\n    runs-on: ubuntu-24.04\n    steps:\n      - run: echo ${{ github.evnt.name }}\n")
+    assert run("actionlint", broken).returncode != 0
+
+
+def test_zizmor_finds_nothing_left_unexplained():
+    result = run("zizmor", *ZIZMOR, WORKFLOWS)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []
+
+
+def test_zizmor_rejects_an_unpinned_action(tmp_path):
+    risky = tmp_path / "risky.yml"
+    risky.write_text(
+        "on: pull_request_target\npermissions: {}\njobs:\n  a:\n    runs-on: ubuntu-24.04\n"
+        "    steps:\n      - uses: actions/checkout@v5\n      - run: echo ${{ github.event.pull_request.title }}\n"
+    )
+    result = run("zizmor", *ZIZMOR, risky)
+    assert {finding["ident"] for finding in json.loads(result.stdout)} >= {"unpinned-uses", "template-injection"}
+
+
+def uses(workflow: dict):
+    for job in workflow["jobs"].values():
+        if "uses" in job:
+            yield job["uses"]
+        for step in job.get("steps", []):
+            if "uses" in step:
+                yield step["uses"]
+
+
+def test_every_action_is_pinned_to_a_commit_and_names_its_tag():
+    for path in WORKFLOWS.glob("*.yml"):
+        for line in path.read_text().splitlines():
+            match = re.search(r"uses: (\S+)(.*)", line)
+            if match and not match[1].startswith(("./", "$/")):
+                assert re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", match[1]), (path.name, line)
+                assert re.fullmatch(r" # v\d+(\.\d+)*", match[2]), (path.name, line)
+
+
+def test_every_workflow_starts_from_read_only_permissions():
+    for name, workflow in workflows().items():
+        assert workflow["permissions"] == {"contents": "read"}, name
+
+
+def readme_commands() -> list[str]:
+    """The commands of the README's quick start block."""
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"## Quick start\s+```sh\n(.*?)```", readme, re.S)[1]
+    return [line.split("#")[0].strip() for line in block.splitlines() if line.strip()]
+
+
+TEST_COMMAND = re.compile(r"\b(make (test|python-tests|lint)|pytest|cargo (test|nextest|clippy|fmt)|\.ci/run)\b")
+
+
+def test_the_workflows_run_the_readme_test_command_and_no_other():
+    commands = [
+        line.strip()
+        for workflow in workflows().values()
+        for job in workflow["jobs"].values()
+        for step in job.get("steps", [])
+        for line in step.get("run", "").splitlines()
+        if TEST_COMMAND.search(line)
+    ]
+    (readme_test,) = [c for c in readme_commands() if TEST_COMMAND.search(c)]
+    assert commands == [readme_test] == ["make test"]
+    ci_steps = workflows()["ci.yml"]["jobs"]["test"]["steps"]
+    assert [step["run"] for step in ci_steps if "run" in step] == [readme_test]
