@@ -13,6 +13,7 @@ from kube.manifests import (
     OVERLAYS,
     PRODUCTION,
     REGIONS,
+    REPO,
     ident,
     image_references,
     of_kind,
@@ -169,6 +170,12 @@ def probes(objects):
                 probe = container.get(f"{kind}Probe", {})
                 if "httpGet" in probe:
                     yield ident(obj), kind, probe["httpGet"]["path"]
+
+
+def test_the_app_serves_the_probe_routes():
+    """The probe paths are in the component's route table (its OpenAPI path annotations)."""
+    sources = "".join(path.read_text() for path in (REPO / "component" / "src" / "routes").glob("*.rs"))
+    assert {LIVENESS, READINESS} <= set(re.findall(r'path = "([^"]+)"', sources)) <= APP_ROUTES
 
 
 @pytest.mark.parametrize("name", APP_RENDERS)
