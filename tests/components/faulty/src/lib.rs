@@ -1,1 +1,89 @@
+//! A component that misbehaves on request, for the host's isolation and limit tests, and
+//! that reports what the host's Spin interfaces answer. Not part of the app.
+#![cfg(target_arch = "wasm32")]
 
+use spin_sdk::http::{Method, Request, Response};
+use spin_sdk::http_component;
+
+#[http_component]
+async fn handle(request: Request) -> Response {
+    let query = request.query().to_string();
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+            .unwrap_or("")
+            .to_string()
+    };
+    match request.path() {
+        "/ok" => text(200, "ok".into()),
+        "/trap" => panic!("trapping on purpose"),
+        "/loop" => {
+            let mut spins: u64 = 0;
+            loop {
+                spins = std::hint::black_box(spins.wrapping_add(1));
+            }
+        }
+        "/memory" => {
+            // Grow until the host's memory limit makes an allocation fail.
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1; 1 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        "/sleep" => {
+            let millis = param("ms").parse().unwrap_or(100);
+            std::thread::sleep(std::time::Duration::from_millis(millis));
+            text(200, format!("slept {millis} ms"))
+        }
+        "/kv" => text(200, open_store(&param("label"))),
+        "/variable" => match spin_sdk::variables::get(&param("name")) {
+            Ok(value) => text(200, value),
+            Err(error) => text(200, format!("error: {error:?}")),
+        },
+        "/outbound" => {
+            let outgoing = Request::builder()
+                .method(Method::Get)
+                .uri(param("url"))
+                .build();
+            match spin_sdk::http::send::<_, Response>(outgoing).await {
+                Ok(response) => text(200, format!("status {}", response.status())),
+                Err(error) => text(200, format!("error: {error:?}")),
+            }
+        }
+        "/env" => text(
+            200,
+            std::env::var(param("name")).unwrap_or_else(|_| "unset".into()),
+        ),
+        "/headers" => {
+            let mut spin: Vec<String> = request
+                .headers()
+                .filter(|(name, _)| name.starts_with("spin-"))
+                .map(|(name, value)| format!("{name}: {}", value.as_str().unwrap_or("?")))
+                .collect();
+            spin.sort();
+            text(200, spin.join("\n"))
+        }
+        "/echo-size" => text(200, request.body().len().to_string()),
+        other => text(404, format!("no fixture at {other}")),
+    }
+}
+
+fn open_store(label: &str) -> String {
+    match spin_sdk::key_value::Store::open(label) {
+        Ok(store) => match store.set("probe", b"1") {
+            Ok(()) => "opened".into(),
+            Err(error) => format!("error: {error:?}"),
+        },
+        Err(error) => format!("error: {error:?}"),
+    }
+}
+
+fn text(status: u16, body: String) -> Response {
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/plain")
+        .body(body)
+        .build()
+}

@@ -1,0 +1,113 @@
+//! Redis key-value backend, for stores shared by several replicas. Keys are stored as they
+//! are, without a prefix, as Spin's Redis store does, so `spin up`, SpinKube and this host
+//! read the same data from the same Redis.
+//!
+//! The host starts even while Redis is down: connections are made on first use and retried
+//! on the next operation, and a connection that drops is re-established by redis-rs's
+//! `ConnectionManager`. Operations are bounded by timeouts well inside the request deadline,
+//! so a dead Redis turns into an `other` error (the app answers 503), never a hung request.
+
+use anyhow::{Context, Result, bail};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, IntoConnectionInfo};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::OnceCell;
+
+/// Multiplexed connections per store: each pipelines many requests, a few spread the load.
+const CONNECTIONS: usize = 4;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Keys fetched per SCAN round trip in `get-keys`.
+const SCAN_BATCH: usize = 1000;
+
+pub struct RedisStore {
+    client: redis::Client,
+    connections: Vec<OnceCell<ConnectionManager>>,
+    next: AtomicUsize,
+}
+
+impl RedisStore {
+    /// `password_env` names an environment variable holding the password, which then
+    /// replaces any password in the URL (a greeter-host extension: Kubernetes Secrets map
+    /// naturally to environment variables).
+    pub fn new(url: &str, password_env: Option<&str>) -> Result<RedisStore> {
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            bail!("redis url must start with redis:// or rediss://");
+        }
+        let mut info = url.into_connection_info().context("invalid redis url")?;
+        if let Some(variable) = password_env {
+            let password = std::env::var(variable).with_context(|| {
+                format!("password_env: the environment variable {variable} is not set")
+            })?;
+            info.redis.password = Some(password);
+        }
+        let client = redis::Client::open(info)?;
+        Ok(RedisStore {
+            client,
+            connections: (0..CONNECTIONS).map(|_| OnceCell::new()).collect(),
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    async fn connection(&self) -> Result<ConnectionManager, String> {
+        let slot = &self.connections[self.next.fetch_add(1, Ordering::Relaxed) % CONNECTIONS];
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(CONNECT_TIMEOUT)
+            .set_response_timeout(RESPONSE_TIMEOUT)
+            .set_number_of_retries(1);
+        slot.get_or_try_init(|| ConnectionManager::new_with_config(self.client.clone(), config))
+            .await
+            .cloned()
+            .map_err(describe)
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        self.connection().await?.get(key).await.map_err(describe)
+    }
+
+    pub async fn set(&self, key: &str, value: Vec<u8>) -> Result<(), String> {
+        self.connection()
+            .await?
+            .set(key, value)
+            .await
+            .map_err(describe)
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), String> {
+        self.connection().await?.del(key).await.map_err(describe)
+    }
+
+    pub async fn exists(&self, key: &str) -> Result<bool, String> {
+        self.connection().await?.exists(key).await.map_err(describe)
+    }
+
+    /// Every key, by SCAN: unlike KEYS it never blocks Redis on a large keyspace.
+    pub async fn get_keys(&self) -> Result<Vec<String>, String> {
+        let mut connection = self.connection().await?;
+        let mut keys = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(SCAN_BATCH)
+                .query_async(&mut connection)
+                .await
+                .map_err(describe)?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        // SCAN may return a key more than once while the keyspace is rehashing.
+        keys.sort_unstable();
+        keys.dedup();
+        Ok(keys)
+    }
+}
+
+fn describe(error: redis::RedisError) -> String {
+    format!("redis: {error}")
+}

@@ -1,0 +1,145 @@
+//! A trap, a runaway loop, a memory bomb and an oversize body each fail alone, with a clear
+//! status, while good requests running at the same time keep succeeding.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use support::*;
+
+/// Small limits so each fault trips quickly.
+fn start_faulty(state: &std::path::Path) -> Host {
+    HostBuilder::new(&faulty_manifest(), state)
+        .env("SPIN_VARIABLE_SECRET_TOKEN", "unused")
+        .arg("--request-timeout")
+        .arg("2s")
+        .arg("--max-memory")
+        .arg("32MiB")
+        .arg("--max-request-body")
+        .arg("64KiB")
+        .with_metrics()
+        .start()
+}
+
+#[test]
+fn every_fault_fails_alone_while_good_traffic_continues() {
+    let state = tempfile::tempdir().unwrap();
+    let host = start_faulty(state.path());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let good_traffic: Vec<_> = (0..2)
+        .map(|_| {
+            let (url, stop) = (host.url("/ok"), stop.clone());
+            std::thread::spawn(move || {
+                let mut served = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let reply = get(&url);
+                    assert_eq!((reply.status, reply.body.as_str()), (200, "ok"));
+                    served += 1;
+                }
+                served
+            })
+        })
+        .collect();
+
+    let trap = get(&host.url("/trap"));
+    assert_eq!(trap.status, 500);
+    assert_eq!(trap.json()["error"]["code"], "component_failed");
+
+    let started = Instant::now();
+    let runaway = get(&host.url("/loop"));
+    assert_eq!(runaway.status, 504);
+    assert_eq!(runaway.json()["error"]["code"], "deadline_exceeded");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the deadline is 2s, took {:?}",
+        started.elapsed()
+    );
+
+    let bomb = get(&host.url("/memory"));
+    assert_eq!(bomb.status, 500, "{}", bomb.body);
+
+    let huge = send(
+        "POST",
+        &host.url("/echo-size"),
+        "application/octet-stream",
+        &vec![7; 1 << 20],
+    );
+    assert_eq!(huge.status, 413);
+    assert_eq!(huge.json()["error"]["code"], "payload_too_large");
+    let fits = send(
+        "POST",
+        &host.url("/echo-size"),
+        "application/octet-stream",
+        &vec![7; 64 * 1024],
+    );
+    assert_eq!((fits.status, fits.body.as_str()), (200, "65536"));
+
+    stop.store(true, Ordering::Relaxed);
+    let served: usize = good_traffic
+        .into_iter()
+        .map(|t| t.join().expect("a good request failed"))
+        .sum();
+    assert!(
+        served > 20,
+        "good traffic should have kept flowing, served {served}"
+    );
+
+    let metrics = get(host.metrics.as_ref().unwrap()).body;
+    assert!(metrics.contains("greeter_traps_total 2"), "{metrics}");
+    assert!(metrics.contains("greeter_timeouts_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("greeter_http_requests_total{route=\"/...\",status=\"413\"} 1"),
+        "{metrics}"
+    );
+    assert_eq!(get(&host.url("/ok")).status, 200);
+}
+
+#[test]
+fn a_chunked_body_over_the_limit_is_refused_before_the_guest_runs() {
+    let state = tempfile::tempdir().unwrap();
+    let host = start_faulty(state.path());
+    let address = host.base.trim_start_matches("http://").to_string();
+    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /echo-size HTTP/1.1\r\nHost: {address}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    .unwrap();
+    let chunk = vec![b'x'; 16 * 1024];
+    for _ in 0..8 {
+        // The host may answer and close before every chunk is written.
+        if write!(stream, "{:x}\r\n", chunk.len())
+            .and_then(|_| stream.write_all(&chunk))
+            .and_then(|_| stream.write_all(b"\r\n"))
+            .is_err()
+        {
+            break;
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+}
+
+#[test]
+fn instances_are_fresh_for_every_request() {
+    // The default store persists, but nothing in guest memory does: the fixture's static
+    // state is not reachable, so check through the metrics that each request instantiated.
+    let state = tempfile::tempdir().unwrap();
+    let host = start_faulty(state.path());
+    for _ in 0..5 {
+        assert_eq!(get(&host.url("/ok")).status, 200);
+    }
+    let metrics = get(host.metrics.as_ref().unwrap()).body;
+    assert!(
+        metrics.contains("greeter_instantiations_total 5"),
+        "{metrics}"
+    );
+}

@@ -1,0 +1,138 @@
+//! Start-up: manifest errors name the field and exit 1, a missing component says how to
+//! build it, and a second start loads the compiled component from the cache.
+
+mod support;
+
+use support::*;
+
+fn write_manifest(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("spin.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn fixture_manifest_text() -> String {
+    let wasm = workspace().join("target/wasm32-wasip2/release/faulty.wasm");
+    std::fs::read_to_string(faulty_manifest()).unwrap().replace(
+        "../../../target/wasm32-wasip2/release/faulty.wasm",
+        wasm.to_str().unwrap(),
+    )
+}
+
+#[test]
+fn an_unknown_manifest_field_is_named_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = fixture_manifest_text().replace("key_value_stores", "key_value_storez");
+    let (status, stderr) = run_to_exit(HostBuilder::new(
+        &write_manifest(dir.path(), &text),
+        dir.path(),
+    ));
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("unknown field `key_value_storez`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("at line "),
+        "the position is given: {stderr}"
+    );
+}
+
+#[test]
+fn a_missing_component_says_how_to_build_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = fixture_manifest_text().replace("faulty.wasm", "absent.wasm");
+    let builder = HostBuilder::new(&write_manifest(dir.path(), &text), dir.path())
+        .env("SPIN_VARIABLE_SECRET_TOKEN", "t");
+    let (status, stderr) = run_to_exit(builder);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("absent.wasm does not exist"), "{stderr}");
+    assert!(
+        stderr.contains("build it with `cargo build --target wasm32-wasip2 --release -p faulty`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_granted_store_must_be_configured_and_runtime_config_adds_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = fixture_manifest_text().replace(
+        r#"key_value_stores = ["default"]"#,
+        r#"key_value_stores = ["default", "cache"]"#,
+    );
+    let manifest = write_manifest(dir.path(), &text);
+    let unconfigured =
+        HostBuilder::new(&manifest, dir.path()).env("SPIN_VARIABLE_SECRET_TOKEN", "t");
+    let (status, stderr) = run_to_exit(unconfigured);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("key-value store \"cache\", which is not configured"),
+        "{stderr}"
+    );
+
+    let config = dir.path().join("runtime-config.toml");
+    std::fs::write(
+        &config,
+        "[key_value_store.cache]\ntype = \"spin\"\npath = \"cache.db\"\n",
+    )
+    .unwrap();
+    let host = HostBuilder::new(&manifest, dir.path())
+        .env("SPIN_VARIABLE_SECRET_TOKEN", "t")
+        .arg("--runtime-config-file")
+        .arg(&config)
+        .start();
+    assert_eq!(get(&host.url("/kv?label=cache")).body, "opened");
+    assert!(
+        dir.path().join("cache.db").exists(),
+        "the store lives where the runtime config says"
+    );
+}
+
+#[test]
+fn an_invalid_runtime_config_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("runtime-config.toml");
+    std::fs::write(&config, "[key_value_store.default]\ntype = \"dynamo\"\n").unwrap();
+    let builder = HostBuilder::new(&faulty_manifest(), dir.path())
+        .env("SPIN_VARIABLE_SECRET_TOKEN", "t")
+        .arg("--runtime-config-file")
+        .arg(&config);
+    let (status, stderr) = run_to_exit(builder);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("dynamo"), "{stderr}");
+}
+
+#[test]
+fn the_second_start_uses_the_compile_cache() {
+    let state = tempfile::tempdir().unwrap();
+    let start = || {
+        HostBuilder::new(&faulty_manifest(), state.path())
+            .env("SPIN_VARIABLE_SECRET_TOKEN", "t")
+            .start()
+    };
+    let cached_files = || std::fs::read_dir(state.path().join("cache")).map_or(0, |d| d.count());
+    let first = start();
+    assert_eq!(get(&first.url("/ok")).status, 200);
+    drop(first);
+    assert_eq!(
+        cached_files(),
+        1,
+        "the first start writes one compiled component"
+    );
+    let entry = std::fs::read_dir(state.path().join("cache"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let written = std::fs::metadata(&entry).unwrap().modified().unwrap();
+
+    let second = start();
+    assert_eq!(get(&second.url("/ok")).status, 200);
+    assert_eq!(cached_files(), 1);
+    assert_eq!(
+        std::fs::metadata(&entry).unwrap().modified().unwrap(),
+        written,
+        "the cache entry was reused, not rewritten"
+    );
+}

@@ -1,0 +1,248 @@
+//! Shared by the integration tests: start the real `greeter-host` binary on a free loopback
+//! port with a real component, talk to it over HTTP, stop it by PID.
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the support code"
+)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The manifest of a fixture, after checking its component was built (`make test` builds
+/// them before `cargo test`).
+pub fn manifest(relative: &str, wasm: &str) -> PathBuf {
+    let wasm_path = workspace().join("target/wasm32-wasip2/release").join(wasm);
+    assert!(
+        wasm_path.exists(),
+        "{} is missing: run `cargo build --target wasm32-wasip2 --release -p greeter -p hello -p faulty` \
+         (make test does this first)",
+        wasm_path.display()
+    );
+    workspace().join(relative)
+}
+
+pub fn app_manifest() -> PathBuf {
+    manifest("spin.toml", "greeter.wasm")
+}
+
+pub fn faulty_manifest() -> PathBuf {
+    manifest("tests/components/faulty/spin.toml", "faulty.wasm")
+}
+
+pub struct Host {
+    child: Child,
+    pub base: String,
+    /// The full URL of the metrics endpoint, when started with_metrics().
+    pub metrics: Option<String>,
+    pub stderr_log: PathBuf,
+    _stderr_dir: tempfile::TempDir,
+}
+
+pub struct HostBuilder {
+    command: Command,
+    metrics: bool,
+}
+
+impl HostBuilder {
+    pub fn new(manifest: &Path, state_dir: &Path) -> HostBuilder {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_greeter-host"));
+        command
+            .arg("up")
+            .arg("--from")
+            .arg(manifest)
+            .args(["--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(state_dir)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        // Variables come only from what each test sets.
+        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("SPIN_VARIABLE_")) {
+            command.env_remove(key);
+        }
+        HostBuilder {
+            command,
+            metrics: false,
+        }
+    }
+
+    pub fn arg(mut self, arg: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.command.arg(arg);
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.command.env(key, value);
+        self
+    }
+
+    pub fn with_metrics(mut self) -> Self {
+        self.command.args(["--metrics-listen", "127.0.0.1:0"]);
+        self.metrics = true;
+        self
+    }
+
+    /// Starts the host and waits until it prints the address it serves.
+    pub fn start(mut self) -> Host {
+        let stderr_dir = tempfile::tempdir().unwrap();
+        let stderr_log = stderr_dir.path().join("stderr.log");
+        let stderr = std::fs::File::create(&stderr_log).unwrap();
+        let mut child = self
+            .command
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawning greeter-host");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut base = None;
+        let mut metrics = None;
+        while base.is_none() || (self.metrics && metrics.is_none()) {
+            let Some(Ok(line)) = lines.next() else {
+                let status = child.wait().unwrap();
+                panic!(
+                    "greeter-host exited ({status}) before serving:\n{}",
+                    std::fs::read_to_string(&stderr_log).unwrap()
+                );
+            };
+            if let Some(address) = line.strip_prefix("Serving ") {
+                base = Some(address.to_string());
+            }
+            if let Some(address) = line.strip_prefix("Metrics on ") {
+                metrics = Some(address.to_string());
+            }
+        }
+        // Keep draining stdout so the host never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Host {
+            child,
+            base: base.unwrap(),
+            metrics,
+            stderr_log,
+            _stderr_dir: stderr_dir,
+        }
+    }
+}
+
+/// Runs the host to completion, for start-up failures: (exit status, stderr).
+pub fn run_to_exit(builder: HostBuilder) -> (ExitStatus, String) {
+    let mut command = builder.command;
+    let output = command.output().expect("running greeter-host");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+impl Host {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: plain syscall on a PID this test spawned and has not yet reaped.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+    }
+
+    /// Waits for the process to exit on its own.
+    pub fn wait(mut self, limit: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "greeter-host did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain response: status, headers we look at, body.
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+fn reply(response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
+    let mut response = response.expect("HTTP request failed");
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let body = response.body_mut().read_to_string().unwrap_or_default();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub fn get(url: &str) -> Reply {
+    reply(agent().get(url).call())
+}
+
+pub fn delete(url: &str) -> Reply {
+    reply(agent().delete(url).call())
+}
+
+pub fn send(method: &str, url: &str, content_type: &str, body: &[u8]) -> Reply {
+    let request = ureq::http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("content-type", content_type)
+        .body(body.to_vec())
+        .unwrap();
+    reply(agent().run(request))
+}
+
+pub fn post_json(url: &str, body: &serde_json::Value) -> Reply {
+    send("POST", url, "application/json", body.to_string().as_bytes())
+}
