@@ -62,49 +62,69 @@ impl RedisStore {
             .map_err(describe)
     }
 
+    /// Runs `operation`, once more if the connection had dropped: the manager reconnects on
+    /// that error, so a Redis restart costs a retry rather than a failed request. Every
+    /// operation of the interface is idempotent, so retrying is safe.
+    async fn run<T, F, Fut>(&self, operation: F) -> Result<T, String>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let connection = self.connection().await?;
+        match operation(connection.clone()).await {
+            Err(error) if error.is_connection_dropped() || error.is_io_error() => {
+                tracing::debug!("redis connection dropped, retrying once: {error}");
+                operation(connection).await.map_err(describe)
+            }
+            result => result.map_err(describe),
+        }
+    }
+
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
-        self.connection().await?.get(key).await.map_err(describe)
+        self.run(|mut c| async move { c.get(key).await }).await
     }
 
     pub async fn set(&self, key: &str, value: Vec<u8>) -> Result<(), String> {
-        self.connection()
-            .await?
-            .set(key, value)
-            .await
-            .map_err(describe)
+        self.run(|mut c| {
+            let value = value.clone();
+            async move { c.set(key, value).await }
+        })
+        .await
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), String> {
-        self.connection().await?.del(key).await.map_err(describe)
+        self.run(|mut c| async move { c.del(key).await }).await
     }
 
     pub async fn exists(&self, key: &str) -> Result<bool, String> {
-        self.connection().await?.exists(key).await.map_err(describe)
+        self.run(|mut c| async move { c.exists(key).await }).await
     }
 
     /// Every key, by SCAN: unlike KEYS it never blocks Redis on a large keyspace.
     pub async fn get_keys(&self) -> Result<Vec<String>, String> {
-        let mut connection = self.connection().await?;
-        let mut keys = Vec::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("COUNT")
-                .arg(SCAN_BATCH)
-                .query_async(&mut connection)
-                .await
-                .map_err(describe)?;
-            keys.extend(batch);
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
+        let mut keys = self.run(scan_all).await?;
         // SCAN may return a key more than once while the keyspace is rehashing.
         keys.sort_unstable();
         keys.dedup();
         Ok(keys)
+    }
+}
+
+async fn scan_all(mut connection: ConnectionManager) -> redis::RedisResult<Vec<String>> {
+    let mut keys = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(SCAN_BATCH)
+            .query_async(&mut connection)
+            .await?;
+        keys.extend(batch);
+        if next == 0 {
+            return Ok(keys);
+        }
+        cursor = next;
     }
 }
 

@@ -5,6 +5,8 @@
     reason = "each test binary uses a different part of the support code"
 )]
 
+pub mod redis;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

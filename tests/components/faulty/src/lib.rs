@@ -38,6 +38,12 @@ async fn handle(request: Request) -> Response {
             text(200, format!("slept {millis} ms"))
         }
         "/kv" => text(200, open_store(&param("label"))),
+        "/kv-keys" => {
+            match spin_sdk::key_value::Store::open_default().and_then(|store| store.get_keys()) {
+                Ok(keys) => text(200, keys.len().to_string()),
+                Err(error) => text(503, format!("error: {error:?}")),
+            }
+        }
         "/variable" => match spin_sdk::variables::get(&param("name")) {
             Ok(value) => text(200, value),
             Err(error) => text(200, format!("error: {error:?}")),
