@@ -1,1 +1,43 @@
+//! Greeter: a greeting service as a WebAssembly HTTP component.
+//!
+//! A request arrives through `spin_adapter` (the only code that knows Spin), becomes a small
+//! [`Request`], and [`handle`] answers it: the router picks a route from the route table,
+//! whose handler reads what it needs from the [`Platform`] (key-value store, variables,
+//! clock, randomness). Everything but the adapter is plain Rust, tested natively with
+//! `cargo test -p greeter`.
 
+// The HTTP surface.
+mod docs;
+mod errors; // the JSON error body and its codes
+mod http; // Request and Response, the types the app speaks
+mod openapi; // the OpenAPI document, built from the route table
+mod router; // route table -> handler; 404 and 405
+mod routes; // every route: handler, OpenAPI annotation, the table itself // the Swagger UI page
+
+// What the routes do.
+mod greetings; // greeting records in the key-value store
+mod mirror; // reverse a word and swap its case
+mod pagination; // cursor pages of the greeting list
+mod s3; // configuration of the S3 uploads
+
+// Reading input.
+mod ids; // ULID greeting ids
+mod limits; // every input limit
+mod params; // path and query parameters
+mod timestamp;
+mod validation; // JSON bodies and lengths // RFC 3339 timestamps
+
+// What the platform provides.
+#[cfg(test)]
+mod fakes;
+mod platform;
+#[cfg(target_arch = "wasm32")]
+mod spin_adapter;
+
+pub use http::{Request, Response};
+pub use platform::{Clock, KeyValue, Platform, Random, StoreError, Variables};
+
+/// Answers one request. Never panics: every failure is an error response.
+pub fn handle(request: &Request, platform: Platform) -> Response {
+    router::dispatch(routes::ROUTES, request, platform)
+}

@@ -1,0 +1,91 @@
+//! Every error the API answers: `{"error":{"code":"snake_case_code","message":"..."}}` with the
+//! status its code implies.
+//!
+//! 400 means the request itself is malformed (unparseable JSON, a bad path or query
+//! parameter); 422 means a well-formed JSON body whose content breaks the schema.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::http::Response;
+use crate::platform::StoreError;
+
+/// What went wrong, for programs; the status code follows from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 400: the body is not valid JSON.
+    InvalidJson,
+    /// 400: a path or query parameter is missing, malformed or out of range.
+    InvalidParameter,
+    /// 404: no such path, or no such greeting.
+    NotFound,
+    /// 405: the path exists, the method does not (see the `Allow` header).
+    MethodNotAllowed,
+    /// 413: the body is larger than [`BODY_MAX_BYTES`](crate::limits::BODY_MAX_BYTES).
+    PayloadTooLarge,
+    /// 415: a JSON body without `content-type: application/json`.
+    UnsupportedMediaType,
+    /// 422: valid JSON that breaks the schema (unknown field, wrong type, bad length).
+    ValidationFailed,
+    /// 500: a bug or a corrupt stored record.
+    InternalError,
+    /// 501: the route is not implemented yet.
+    NotImplemented,
+    /// 503: the key-value store cannot be reached.
+    StoreUnavailable,
+    /// 503: a Spin variable the route needs is not set.
+    NotConfigured,
+}
+
+impl ErrorCode {
+    pub fn status(self) -> u16 {
+        match self {
+            Self::InvalidJson | Self::InvalidParameter => 400,
+            Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
+            Self::PayloadTooLarge => 413,
+            Self::UnsupportedMediaType => 415,
+            Self::ValidationFailed => 422,
+            Self::InternalError => 500,
+            Self::NotImplemented => 501,
+            Self::StoreUnavailable | Self::NotConfigured => 503,
+        }
+    }
+}
+
+/// An error answer: a code and a sentence for people.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    #[schema(example = "No greeting has the id 01JD3X2K8Q5V7R9T1M4N6P8S0W.")]
+    pub message: String,
+}
+
+/// The body of every error response.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ApiError,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn into_response(self) -> Response {
+        Response::json(self.code.status(), &ErrorBody { error: self })
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        Self::new(
+            ErrorCode::StoreUnavailable,
+            format!("The key-value store is unavailable: {}", error.0),
+        )
+    }
+}

@@ -1,0 +1,161 @@
+//! In-memory stand-ins for the platform, and a test app that sends requests through
+//! [`handle`](crate::handle).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::Value;
+
+use crate::http::{JSON, Request, Response};
+use crate::platform::{Clock, KeyValue, Platform, Random, StoreError, Variables};
+
+/// A key-value store in memory; `down` makes every call fail like an unreachable Redis.
+#[derive(Default)]
+pub struct MemoryStore {
+    entries: RefCell<BTreeMap<String, Vec<u8>>>,
+    pub down: Cell<bool>,
+}
+
+impl MemoryStore {
+    /// Writes a value as another program might, bypassing the app.
+    pub fn set_raw(&self, key: &str, value: &[u8]) {
+        self.entries
+            .borrow_mut()
+            .insert(key.to_owned(), value.to_vec());
+    }
+
+    pub fn get_keys_count(&self) -> usize {
+        self.entries.borrow().len()
+    }
+
+    fn available(&self) -> Result<(), StoreError> {
+        match self.down.get() {
+            true => Err(StoreError("connection refused".into())),
+            false => Ok(()),
+        }
+    }
+}
+
+impl KeyValue for MemoryStore {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.available()?;
+        Ok(self.entries.borrow().get(key).cloned())
+    }
+
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.available()?;
+        self.entries
+            .borrow_mut()
+            .insert(key.to_owned(), value.to_vec());
+        Ok(())
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.available()?;
+        self.entries.borrow_mut().remove(key);
+        Ok(())
+    }
+
+    fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        self.available()?;
+        Ok(self.entries.borrow().contains_key(key))
+    }
+
+    fn get_keys(&self) -> Result<Vec<String>, StoreError> {
+        self.available()?;
+        Ok(self.entries.borrow().keys().cloned().collect())
+    }
+}
+
+impl Variables for HashMap<String, String> {
+    fn get(&self, name: &str) -> Option<String> {
+        HashMap::get(self, name).cloned()
+    }
+}
+
+/// A clock that starts at 2023-11-14T22:13:20Z and advances 1 ms each time it is read.
+pub struct SteppingClock(Cell<u64>);
+
+impl Clock for SteppingClock {
+    fn now_unix_ms(&self) -> u64 {
+        let now = self.0.get();
+        self.0.set(now + 1);
+        now
+    }
+}
+
+/// "Random" numbers 1, 2, 3...
+pub struct CountingRandom(Cell<u128>);
+
+impl Random for CountingRandom {
+    fn random_u128(&self) -> u128 {
+        let next = self.0.get() + 1;
+        self.0.set(next);
+        next
+    }
+}
+
+/// The app with in-memory platform parts that tests can inspect and change.
+pub struct TestApp {
+    pub store: MemoryStore,
+    pub variables: HashMap<String, String>,
+    clock: SteppingClock,
+    random: CountingRandom,
+}
+
+impl TestApp {
+    pub fn new() -> Self {
+        Self {
+            store: MemoryStore::default(),
+            variables: HashMap::new(),
+            clock: SteppingClock(Cell::new(1_700_000_000_000)),
+            random: CountingRandom(Cell::new(0)),
+        }
+    }
+
+    pub fn send(&self, request: Request) -> Response {
+        let platform = Platform {
+            store: &self.store,
+            variables: &self.variables,
+            clock: &self.clock,
+            random: &self.random,
+        };
+        crate::handle(&request, platform)
+    }
+
+    pub fn get(&self, path_and_query: &str) -> Response {
+        self.send(Request::new("GET", path_and_query))
+    }
+
+    /// Sends `body` with `content-type: application/json`.
+    pub fn send_json(&self, method: &str, path: &str, body: &str) -> Response {
+        self.send(
+            Request::new(method, path)
+                .with_header("content-type", JSON)
+                .with_body(body),
+        )
+    }
+}
+
+/// The body as text, for exact comparisons.
+pub fn body_text(response: &Response) -> &str {
+    std::str::from_utf8(&response.body).expect("the body is UTF-8")
+}
+
+/// The body parsed as JSON.
+pub fn body_json(response: &Response) -> Value {
+    serde_json::from_slice(&response.body).expect("the body is JSON")
+}
+
+/// The `code` of an error response, checking its shape on the way.
+pub fn error_code(response: &Response) -> String {
+    let body = body_json(response);
+    let error = body["error"].as_object().expect("an error body");
+    assert_eq!(error.len(), 2, "{body}");
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert_eq!(response.header("content-type"), Some(JSON));
+    error["code"].as_str().expect("a code").to_owned()
+}

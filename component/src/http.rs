@@ -1,0 +1,115 @@
+//! The small request and response types the app speaks. The Spin adapter converts to and from
+//! them, so everything else is plain Rust that tests can drive directly.
+
+use serde::Serialize;
+
+pub const JSON: &str = "application/json";
+pub const TEXT: &str = "text/plain; charset=utf-8";
+pub const HTML: &str = "text/html; charset=utf-8";
+
+/// An incoming request. The path and query stay percent-encoded as received; routes decode
+/// what they read. Header names are lowercase.
+#[derive(Clone, Debug)]
+pub struct Request {
+    method: String,
+    path: String,
+    query: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Request {
+    /// A request for `path_and_query` (`/api/mirror?word=abc`), without headers or body.
+    pub fn new(method: &str, path_and_query: &str) -> Self {
+        let (path, query) = path_and_query
+            .split_once('?')
+            .unwrap_or((path_and_query, ""));
+        Self {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            query: query.to_owned(),
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers
+            .push((name.to_ascii_lowercase(), value.to_owned()));
+        self
+    }
+
+    /// The body as read. The Spin adapter reads at most one byte more than
+    /// [`BODY_MAX_BYTES`](crate::limits::BODY_MAX_BYTES), enough to tell that it is too large.
+    pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The query string without its `?`, empty when there is none.
+    pub fn query(&self) -> &str {
+        &self.query
+    }
+
+    /// The first value of the header `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+}
+
+/// An outgoing response; every constructor sets `content-type`.
+#[derive(Clone, Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// `value` as compact JSON; fields appear in the order their struct declares them.
+    pub fn json(status: u16, value: &impl Serialize) -> Self {
+        match serde_json::to_vec(value) {
+            Ok(body) => Self::with_content_type(status, JSON, body),
+            // Only maps with non-string keys fail to serialize, and no response has one.
+            Err(_) => Self::with_content_type(500, JSON, UNSERIALIZABLE.to_vec()),
+        }
+    }
+
+    pub fn with_content_type(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Self {
+        Self {
+            status,
+            headers: vec![("content-type", content_type.to_owned())],
+            body: body.into(),
+        }
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: String) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+const UNSERIALIZABLE: &[u8] =
+    br#"{"error":{"code":"internal_error","message":"The response could not be serialized."}}"#;

@@ -1,0 +1,22 @@
+//! Every input limit of the API, in one place (the README's "Limits" table mirrors this file).
+
+use std::ops::RangeInclusive;
+
+/// A greeting's `name` and the `{name}` of `/hello/{name}`, counted in Unicode scalar values
+/// (`char`s), not bytes.
+pub const NAME_CHARS: RangeInclusive<usize> = 1..=64;
+
+/// A greeting's optional `message`, in `char`s.
+pub const MESSAGE_MAX_CHARS: usize = 280;
+
+/// A request body, in bytes. The Spin adapter stops reading one byte past it.
+pub const BODY_MAX_BYTES: usize = 16 * 1024;
+
+/// The `word` of `/api/mirror`, in `char`s after percent-decoding.
+pub const MIRROR_WORD_CHARS: RangeInclusive<usize> = 1..=1024;
+
+/// `?limit=` of `GET /api/greetings` when it is not given.
+pub const LIST_LIMIT_DEFAULT: usize = 20;
+
+/// The largest `?limit=` of `GET /api/greetings`.
+pub const LIST_LIMIT_MAX: usize = 100;

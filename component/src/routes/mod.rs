@@ -1,0 +1,132 @@
+//! The route table: every route the app serves, each a handler with its `#[utoipa::path]`
+//! annotation. The router dispatches on it and the OpenAPI document is built from it.
+
+mod api_docs;
+mod greetings;
+mod hello;
+mod mirror;
+mod probes;
+mod upload;
+
+use crate::router::Route;
+
+pub const ROUTES: &[Route] = &[
+    Route::new::<hello::__path_root>(hello::root),
+    Route::new::<hello::__path_hello>(hello::hello),
+    Route::new::<greetings::__path_create_greeting>(greetings::create_greeting),
+    Route::new::<greetings::__path_list_greetings>(greetings::list_greetings),
+    Route::new::<greetings::__path_get_greeting>(greetings::get_greeting),
+    Route::new::<greetings::__path_replace_greeting>(greetings::replace_greeting),
+    Route::new::<greetings::__path_delete_greeting>(greetings::delete_greeting),
+    Route::new::<probes::__path_health>(probes::health),
+    Route::new::<probes::__path_ready>(probes::ready),
+    Route::new::<mirror::__path_mirror_word>(mirror::mirror_word),
+    Route::new::<upload::__path_upload_random>(upload::upload_random),
+    Route::new::<api_docs::__path_openapi_json>(api_docs::openapi_json),
+    Route::new::<api_docs::__path_docs>(api_docs::docs),
+];
+
+#[cfg(test)]
+mod tests {
+    use crate::fakes::{TestApp, body_text, error_code};
+    use crate::http::Request;
+
+    #[test]
+    fn unknown_paths_are_404() {
+        let app = TestApp::new();
+        for path in [
+            "/nope",
+            "/api",
+            "/api/health/",
+            "/hello",
+            "/api/greetings/a/b",
+            "//",
+            "",
+        ] {
+            let response = app.get(path);
+            assert_eq!(
+                (response.status, error_code(&response).as_str()),
+                (404, "not_found"),
+                "{path:?}"
+            );
+        }
+        let response = app.get("/nope");
+        assert_eq!(
+            body_text(&response),
+            r#"{"error":{"code":"not_found","message":"No route matches the path /nope."}}"#
+        );
+    }
+
+    #[test]
+    fn known_paths_with_other_methods_are_405_with_allow() {
+        let app = TestApp::new();
+        for (method, path, allow) in [
+            ("POST", "/", "GET"),
+            ("DELETE", "/api/greetings", "GET, POST"),
+            (
+                "PATCH",
+                "/api/greetings/01HF7YAT000000000000000001",
+                "DELETE, GET, PUT",
+            ),
+            ("GET", "/api/upload-random", "POST"),
+            ("HEAD", "/api/health", "GET"),
+            ("get", "/api/health", "GET"),
+        ] {
+            let response = app.send(Request::new(method, path));
+            assert_eq!(
+                (response.status, error_code(&response).as_str()),
+                (405, "method_not_allowed"),
+                "{method} {path}"
+            );
+            assert_eq!(response.header("allow"), Some(allow), "{method} {path}");
+        }
+        let response = app.send(Request::new("PUT", "/api/health"));
+        assert_eq!(
+            body_text(&response),
+            r#"{"error":{"code":"method_not_allowed","message":"PUT is not allowed on /api/health; use GET."}}"#
+        );
+    }
+
+    /// Odd methods, paths, queries and bodies: every answer has a content type, and errors
+    /// are JSON error bodies (a panic would fail the test).
+    #[test]
+    fn every_response_has_a_content_type() {
+        let app = TestApp::new();
+        let paths = [
+            "/",
+            "/hello/%",
+            "/hello/%E0%A4",
+            "/api/greetings?limit=%",
+            "/api/greetings?cursor=%00",
+            "/api/greetings/%2F",
+            "/api/mirror?word=%",
+            "/api/mirror?=&&&word",
+            "/api/ready?x",
+            "/api/upload-random",
+            "/openapi.json",
+            "/docs",
+            "/\u{1F600}",
+            "/api/greetings/\u{e9}",
+        ];
+        let bodies: [&[u8]; 4] = [
+            b"",
+            b"\xff\xfe",
+            b"{\"name\":\"\\ud800\"}",
+            b"{\"name\":\"a\"}",
+        ];
+        for method in ["GET", "POST", "PUT", "DELETE", "OPTIONS", "WEIRD"] {
+            for path in paths {
+                for body in bodies {
+                    let request = Request::new(method, path)
+                        .with_header("content-type", "application/json")
+                        .with_body(body);
+                    let response = app.send(request);
+                    assert!(response.header("content-type").is_some(), "{method} {path}");
+                    if response.status >= 400 {
+                        error_code(&response);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Checks shared by the routes: JSON request bodies and text lengths.
+
+use std::ops::RangeInclusive;
+
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde_json::error::Category;
+
+use crate::errors::{ApiError, ErrorCode};
+use crate::http::{JSON, Request};
+use crate::limits::BODY_MAX_BYTES;
+
+/// The request body as a `T`: 413 when too large, 415 unless `content-type` is JSON, 400 for
+/// malformed JSON, 422 for JSON that does not fit `T` (unknown field, wrong type, missing
+/// field).
+pub fn json_body<T: DeserializeOwned>(request: &Request) -> Result<T, ApiError> {
+    if request.body().len() > BODY_MAX_BYTES {
+        let message = format!("The body is larger than {BODY_MAX_BYTES} bytes.");
+        return Err(ApiError::new(ErrorCode::PayloadTooLarge, message));
+    }
+    if !is_json(request.header("content-type")) {
+        let message = format!("The body must be JSON, sent with content-type: {JSON}.");
+        return Err(ApiError::new(ErrorCode::UnsupportedMediaType, message));
+    }
+    // serde reads a struct from a JSON array too, but the schema says object.
+    if request.body().trim_ascii_start().first() != Some(&b'{') {
+        serde_json::from_slice::<IgnoredAny>(request.body()).map_err(json_error)?;
+        return Err(ApiError::new(
+            ErrorCode::ValidationFailed,
+            "The body must be a JSON object.",
+        ));
+    }
+    serde_json::from_slice(request.body()).map_err(json_error)
+}
+
+fn json_error(error: serde_json::Error) -> ApiError {
+    match error.classify() {
+        Category::Data => ApiError::new(
+            ErrorCode::ValidationFailed,
+            format!("The body does not fit the schema: {error}."),
+        ),
+        Category::Syntax | Category::Eof | Category::Io => ApiError::new(
+            ErrorCode::InvalidJson,
+            format!("The body is not valid JSON: {error}."),
+        ),
+    }
+}
+
+/// Whether a `content-type` is `application/json`, with or without parameters.
+fn is_json(content_type: Option<&str>) -> bool {
+    let essence = content_type
+        .and_then(|value| value.split(';').next())
+        .unwrap_or_default();
+    essence.trim().eq_ignore_ascii_case(JSON)
+}
+
+/// Fails with `code` unless `value` is `allowed` characters (`char`s) long.
+pub fn check_length(
+    field: &str,
+    value: &str,
+    allowed: RangeInclusive<usize>,
+    code: ErrorCode,
+) -> Result<(), ApiError> {
+    let length = value.chars().count();
+    if allowed.contains(&length) {
+        return Ok(());
+    }
+    let (min, max) = allowed.into_inner();
+    let expected = if min == 0 {
+        format!("at most {max}")
+    } else {
+        format!("{min} to {max}")
+    };
+    let message = format!("{field} must be {expected} characters long, not {length}.");
+    Err(ApiError::new(code, message))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::{check_length, json_body};
+    use crate::errors::ErrorCode;
+    use crate::http::Request;
+    use crate::limits::BODY_MAX_BYTES;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)] // only parsed
+    struct Named {
+        name: String,
+    }
+
+    fn parse(content_type: Option<&str>, body: &str) -> Result<String, ErrorCode> {
+        let mut request = Request::new("POST", "/").with_body(body);
+        if let Some(content_type) = content_type {
+            request = request.with_header("content-type", content_type);
+        }
+        json_body::<Named>(&request)
+            .map(|named| named.name)
+            .map_err(|error| error.code)
+    }
+
+    #[test]
+    fn accepts_json_with_or_without_parameters() {
+        assert_eq!(
+            parse(Some("application/json"), r#"{"name":"a"}"#),
+            Ok("a".into())
+        );
+        assert_eq!(
+            parse(Some("Application/JSON; charset=utf-8"), r#"{"name":"b"}"#),
+            Ok("b".into())
+        );
+    }
+
+    #[test]
+    fn refuses_other_or_missing_content_types_with_415() {
+        for content_type in [
+            None,
+            Some("text/plain"),
+            Some("application/jsonx"),
+            Some(""),
+        ] {
+            assert_eq!(
+                parse(content_type, r#"{"name":"a"}"#),
+                Err(ErrorCode::UnsupportedMediaType)
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_malformed_json_with_400() {
+        for body in ["", "{", r#"{"name":"a"} x"#, "nul", "{'name':'a'}"] {
+            assert_eq!(
+                parse(Some("application/json"), body),
+                Err(ErrorCode::InvalidJson),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_json_that_breaks_the_schema_with_422() {
+        for body in [
+            r#"{}"#,
+            r#"{"name":1}"#,
+            r#"{"name":"a","extra":1}"#,
+            "[]",
+            "null",
+            r#""a""#,
+        ] {
+            assert_eq!(
+                parse(Some("application/json"), body),
+                Err(ErrorCode::ValidationFailed),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_bodies_over_the_limit_with_413_before_reading_them() {
+        let padded = format!(r#"{{"name":"{}"}}"#, "a".repeat(BODY_MAX_BYTES));
+        assert_eq!(parse(None, &padded), Err(ErrorCode::PayloadTooLarge));
+        let exact = format!(r#"{{"name":"{}"}}"#, "a".repeat(BODY_MAX_BYTES - 11));
+        assert_eq!(exact.len(), BODY_MAX_BYTES);
+        assert!(parse(Some("application/json"), &exact).is_ok());
+    }
+
+    #[test]
+    fn counts_characters_not_bytes() {
+        let check = |value: &str| check_length("name", value, 1..=3, ErrorCode::ValidationFailed);
+        assert!(check("ßßß").is_ok());
+        assert!(check("👨‍👩‍👧").is_err()); // 5 chars: three people joined by two ZWJs
+        let error = check("").unwrap_err();
+        assert_eq!(error.message, "name must be 1 to 3 characters long, not 0.");
+        let error =
+            check_length("message", "abcd", 0..=3, ErrorCode::ValidationFailed).unwrap_err();
+        assert_eq!(
+            error.message,
+            "message must be at most 3 characters long, not 4."
+        );
+    }
+}
