@@ -27,7 +27,7 @@ impl PageRequest {
                 .filter(|limit| (1..=LIST_LIMIT_MAX).contains(limit))
                 .ok_or_else(|| {
                     let message = format!(
-                        "limit must be a whole number from 1 to {LIST_LIMIT_MAX}, not {text:?}."
+                        "limit must be a whole number from 1 to {LIST_LIMIT_MAX}, not `{text}`."
                     );
                     ApiError::new(ErrorCode::InvalidParameter, message)
                 })?,
@@ -36,7 +36,7 @@ impl PageRequest {
             None => None,
             Some(text) => Some(GreetingId::parse(&text).ok_or_else(|| {
                 let message =
-                    format!("cursor must be a greeting id from next_cursor, not {text:?}.");
+                    format!("cursor must be a greeting id from next_cursor, not `{text}`.");
                 ApiError::new(ErrorCode::InvalidParameter, message)
             })?),
         };
@@ -81,16 +81,15 @@ mod tests {
         PageRequest { limit, cursor }
     }
 
+    const EMPTY_LAST_PAGE: Page<'static> = Page {
+        items: &[],
+        next_cursor: None,
+    };
+
     #[test]
     fn an_empty_list_has_one_empty_last_page() {
         let page = select_page(&[], request(20, None));
-        assert_eq!(
-            page,
-            Page {
-                items: &[],
-                next_cursor: None
-            }
-        );
+        assert_eq!(page, EMPTY_LAST_PAGE);
     }
 
     #[test]
@@ -139,13 +138,7 @@ mod tests {
     fn a_cursor_past_the_end_gives_an_empty_page() {
         let all = ids(3);
         let page = select_page(&all, request(10, Some(GreetingId::new(0, 0))));
-        assert_eq!(
-            page,
-            Page {
-                items: &[],
-                next_cursor: None
-            }
-        );
+        assert_eq!(page, EMPTY_LAST_PAGE);
     }
 
     #[test]

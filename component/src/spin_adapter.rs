@@ -87,7 +87,12 @@ impl SpinStore {
 }
 
 fn store_error(error: key_value::Error) -> StoreError {
-    StoreError(error.to_string())
+    StoreError(match error {
+        key_value::Error::Other(reason) => reason,
+        key_value::Error::NoSuchStore => format!("no store named {STORE_LABEL}"),
+        key_value::Error::AccessDenied => format!("access to store {STORE_LABEL} denied"),
+        key_value::Error::StoreTableFull => "too many stores open".to_owned(),
+    })
 }
 
 impl KeyValue for SpinStore {
