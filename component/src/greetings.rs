@@ -43,7 +43,6 @@ pub struct GreetingInput {
     #[schema(min_length = 1, max_length = 64, example = "Ada")]
     pub name: String,
     /// Defaults to `Hello, {name}!`.
-    #[serde(default)]
     #[schema(max_length = 280, example = "Good morning, Ada!")]
     pub message: Option<String>,
 }

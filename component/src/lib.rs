@@ -7,12 +7,12 @@
 //! `cargo test -p greeter`.
 
 // The HTTP surface.
-mod docs;
+mod docs; // the Swagger UI page
 mod errors; // the JSON error body and its codes
 mod http; // Request and Response, the types the app speaks
-mod openapi; // the OpenAPI document, built from the route table
+mod openapi; // the OpenAPI document, generated from the route table
 mod router; // route table -> handler; 404 and 405
-mod routes; // every route: handler, OpenAPI annotation, the table itself // the Swagger UI page
+mod routes; // every route: handler, OpenAPI annotation, the table itself
 
 // What the routes do.
 mod greetings; // greeting records in the key-value store
@@ -24,10 +24,10 @@ mod s3; // configuration of the S3 uploads
 mod ids; // ULID greeting ids
 mod limits; // every input limit
 mod params; // path and query parameters
-mod timestamp;
-mod validation; // JSON bodies and lengths // RFC 3339 timestamps
+mod timestamp; // RFC 3339 timestamps
+mod validation; // JSON bodies and lengths
 
-// What the platform provides.
+// What the platform provides: traits, Spin's implementation, the tests' fakes.
 #[cfg(test)]
 mod fakes;
 mod platform;
