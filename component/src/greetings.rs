@@ -1,7 +1,8 @@
 //! Greeting records in the key-value store, one JSON value per key `greeting:<id>`.
 //!
 //! There is no index key: several hosts write to one store, which has no compare-and-swap, so
-//! a read-modify-write index would lose updates. Listing reads the store's keys instead.
+//! a read-modify-write index would lose updates. Listing reads the store's keys instead, all
+//! of them for every page: fine for thousands of greetings, not for millions.
 
 use std::fmt;
 
