@@ -66,6 +66,9 @@ pub struct UpArgs {
     /// Instances alive at once; further requests wait for a free one.
     #[arg(long, default_value_t = 512)]
     max_instances: u32,
+    /// How long a request may wait for a free instance before it gets 503.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    queue_timeout: Duration,
     /// Largest request body accepted; larger ones get 413 before any guest runs.
     #[arg(long, default_value = "1MiB", value_parser = parse_bytes)]
     max_request_body: usize,
@@ -121,6 +124,7 @@ async fn up(args: UpArgs) -> Result<()> {
     let stores = Arc::new(Stores::open(&runtime_config.key_value_stores, &state_dir)?);
     let limits = Limits {
         max_instances: args.max_instances,
+        queue_timeout: args.queue_timeout,
         max_memory: args.max_memory,
         request_timeout: args.request_timeout,
     };

@@ -34,8 +34,11 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Engine-wide limits, from the command line.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Instances alive at once; requests beyond it wait for a slot until their deadline.
+    /// Instances alive at once; requests beyond it wait for a slot.
     pub max_instances: u32,
+    /// How long a request waits for a free instance before it is refused with 503: under
+    /// overload, shedding quickly lets the client or load balancer retry elsewhere.
+    pub queue_timeout: Duration,
     /// Linear memory of one instance, in bytes.
     pub max_memory: usize,
     /// Wall-clock time for one request, from arrival to the end of the guest's work.
@@ -61,6 +64,7 @@ pub struct Runtime {
     components: Vec<LoadedComponent>,
     stores: Arc<Stores>,
     slots: Arc<Semaphore>,
+    queue_timeout: Duration,
     request_timeout: Duration,
 }
 
@@ -96,7 +100,7 @@ impl WasiHttpView for InstanceState {
 /// Why a request got no response from its component.
 #[derive(Debug)]
 pub enum Failure {
-    /// Every instance slot stayed busy until the deadline.
+    /// Every instance slot stayed busy for the whole queue timeout.
     Overloaded,
     /// The deadline passed while the guest was still working.
     Timeout,
@@ -193,6 +197,7 @@ impl Runtime {
             components: Vec::new(),
             stores,
             slots: Arc::new(Semaphore::new(limits.max_instances as usize)),
+            queue_timeout: limits.queue_timeout,
             request_timeout: limits.request_timeout,
         }
     }
@@ -242,10 +247,13 @@ impl Runtime {
         observer: Arc<dyn Observer>,
     ) -> Result<hyper::Response<HyperOutgoingBody>, Failure> {
         let deadline = Instant::now() + self.request_timeout;
-        let slot = tokio::time::timeout_at(deadline.into(), self.slots.clone().acquire_owned())
-            .await
-            .map_err(|_| Failure::Overloaded)?
-            .expect("the instance semaphore is never closed");
+        let slot = tokio::time::timeout(
+            self.queue_timeout.min(self.request_timeout),
+            self.slots.clone().acquire_owned(),
+        )
+        .await
+        .map_err(|_| Failure::Overloaded)?
+        .expect("the instance semaphore is never closed");
         let component = &self.components[index];
         let mut store = Store::new(&self.engine, self.instance_state(&component.context));
         store.set_epoch_deadline(1);
@@ -346,7 +354,7 @@ impl Failure {
     /// For the log: the guest's error code when it sent one.
     pub fn describe(&self) -> String {
         match self {
-            Failure::Overloaded => "no instance slot became free before the deadline".into(),
+            Failure::Overloaded => "no instance slot became free within the queue timeout".into(),
             Failure::Timeout => "the request deadline passed".into(),
             Failure::Trap(error) => format!("{error:#}"),
         }

@@ -105,6 +105,25 @@ mod tests {
     }
 
     #[test]
+    fn the_kubernetes_runtime_config_is_one_this_host_accepts() {
+        let configmap =
+            include_str!("../../kube/components/greeter-host-deployment/configmap.yaml");
+        let (_, embedded) = configmap.split_once("runtime-config.toml: |\n").unwrap();
+        let toml: String = embedded
+            .lines()
+            .map(|line| format!("{}\n", line.trim_start()))
+            .collect();
+        let config = parse(&toml).unwrap();
+        assert_eq!(
+            config.key_value_stores["default"],
+            StoreConfig::Redis {
+                url: "redis://greeter-redis:6379".into(),
+                password_env: Some("REDIS_PASSWORD".into())
+            }
+        );
+    }
+
+    #[test]
     fn unknown_types_keys_and_sections_are_errors() {
         let error = |text: &str| format!("{:#}", parse(text).unwrap_err());
         assert!(error("[key_value_store.x]\ntype = \"azure_cosmos\"\n").contains("azure_cosmos"));

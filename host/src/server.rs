@@ -5,7 +5,8 @@
 use crate::metrics::Metrics;
 use crate::routing::{Router, spin_headers};
 use crate::runtime::{Failure, Runtime};
-use http_body_util::{BodyExt, Full, Limited};
+use bytes::BytesMut;
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderName, HeaderValue};
 use hyper::server::conn::http1;
@@ -38,6 +39,9 @@ pub struct Server {
     pub metrics: Arc<Metrics>,
     pub limits: ServerLimits,
 }
+
+/// How much of an oversize request body is read and discarded before answering 413.
+const DRAIN_LIMIT: usize = 8 << 20;
 
 /// Route label for requests no trigger matched.
 const NO_ROUTE: &str = "none";
@@ -164,28 +168,45 @@ impl Server {
 
     /// Reads the whole body within the size and time limits. Bodies are small for the APIs
     /// this host serves, and buffering lets it refuse oversize ones before the guest runs.
+    ///
+    /// An oversize body is still read, and discarded, up to [`DRAIN_LIMIT`]: closing a
+    /// connection with unread data makes the kernel reset it, and a client still writing
+    /// would see that reset instead of the 413 (nginx's "lingering close" solves the same).
     async fn read_body(
         &self,
         headers: &hyper::HeaderMap,
-        body: Incoming,
+        mut body: Incoming,
     ) -> Result<Bytes, Response<HyperOutgoingBody>> {
+        let max = self.limits.max_request_body;
         let too_large = || {
-            let message = format!(
-                "the request body exceeds {} bytes",
-                self.limits.max_request_body
-            );
+            let message = format!("the request body exceeds {max} bytes");
             error_response(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", &message)
         };
         let declared = headers
             .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|length| length > self.limits.max_request_body as u64) {
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        if declared.is_some_and(|length| length > DRAIN_LIMIT.max(max)) {
             return Err(too_large());
         }
-        let limited = Limited::new(body, self.limits.max_request_body);
-        match tokio::time::timeout(self.limits.body_read_timeout, limited.collect()).await {
-            Ok(Ok(collected)) => Ok(collected.to_bytes()),
-            Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        let read = async {
+            let mut kept = BytesMut::new();
+            let mut received = 0;
+            while let Some(frame) = body.frame().await {
+                let Ok(data) = frame?.into_data() else {
+                    continue;
+                };
+                received += data.len();
+                if received <= max {
+                    kept.extend_from_slice(&data);
+                } else if received > DRAIN_LIMIT {
+                    break;
+                }
+            }
+            Ok::<_, hyper::Error>((kept.freeze(), received))
+        };
+        match tokio::time::timeout(self.limits.body_read_timeout, read).await {
+            Ok(Ok((body, received))) if received <= max => Ok(body),
+            Ok(Ok(_)) => Err(too_large()),
             Ok(Err(error)) => Err(error_response(
                 StatusCode::BAD_REQUEST,
                 "bad_request",

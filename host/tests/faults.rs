@@ -143,3 +143,79 @@ fn instances_are_fresh_for_every_request() {
         "{metrics}"
     );
 }
+
+#[test]
+fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    let state = tempfile::tempdir().unwrap();
+    let host = HostBuilder::new(&faulty_manifest(), state.path())
+        .env("SPIN_VARIABLE_SECRET_TOKEN", "unused")
+        .arg("--header-read-timeout")
+        .arg("300ms")
+        .start();
+    let address = host.base.trim_start_matches("http://").to_string();
+    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(b"GET /ok HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "closed after the header timeout"
+    );
+    assert!(!String::from_utf8_lossy(&answer).contains("200 OK"));
+    assert_eq!(get(&host.url("/ok")).status, 200);
+}
+
+#[test]
+fn requests_beyond_the_instance_limit_wait_briefly_then_get_503() {
+    let state = tempfile::tempdir().unwrap();
+    let host = HostBuilder::new(&faulty_manifest(), state.path())
+        .env("SPIN_VARIABLE_SECRET_TOKEN", "unused")
+        .arg("--max-instances")
+        .arg("2")
+        .arg("--queue-timeout")
+        .arg("200ms")
+        .start();
+    let replies: Vec<Reply> = std::thread::scope(|scope| {
+        let slow: Vec<_> = (0..3)
+            .map(|_| {
+                let url = host.url("/sleep?ms=700");
+                scope.spawn(move || get(&url))
+            })
+            .collect();
+        slow.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let mut statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 503]);
+    let refused = replies.iter().find(|r| r.status == 503).unwrap();
+    assert_eq!(refused.json()["error"]["code"], "overloaded");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+}
+
+#[test]
+fn the_access_log_can_be_json() {
+    let state = tempfile::tempdir().unwrap();
+    let host = HostBuilder::new(&faulty_manifest(), state.path())
+        .env("SPIN_VARIABLE_SECRET_TOKEN", "unused")
+        .arg("--log-format")
+        .arg("json")
+        .start();
+    assert_eq!(get(&host.url("/ok?x=1")).status, 200);
+    std::thread::sleep(Duration::from_millis(200));
+    let log = host.stderr();
+    let entry: serde_json::Value = log
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .find(|entry: &serde_json::Value| entry["target"] == "access")
+        .unwrap_or_else(|| panic!("no JSON access entry in:\n{log}"));
+    assert_eq!(entry["path"], "/ok");
+    assert_eq!(entry["status"], 200);
+    assert_eq!(entry["method"], "GET");
+    assert!(entry["micros"].as_u64().is_some());
+}

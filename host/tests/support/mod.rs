@@ -211,8 +211,8 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
-fn reply(response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
-    let mut response = response.expect("HTTP request failed");
+fn reply(url: &str, response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
+    let mut response = response.unwrap_or_else(|e| panic!("HTTP request to {url} failed: {e}"));
     let status = response.status().as_u16();
     let headers = response
         .headers()
@@ -228,11 +228,11 @@ fn reply(response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Rep
 }
 
 pub fn get(url: &str) -> Reply {
-    reply(agent().get(url).call())
+    reply(url, agent().get(url).call())
 }
 
 pub fn delete(url: &str) -> Reply {
-    reply(agent().delete(url).call())
+    reply(url, agent().delete(url).call())
 }
 
 pub fn send(method: &str, url: &str, content_type: &str, body: &[u8]) -> Reply {
@@ -242,7 +242,7 @@ pub fn send(method: &str, url: &str, content_type: &str, body: &[u8]) -> Reply {
         .header("content-type", content_type)
         .body(body.to_vec())
         .unwrap();
-    reply(agent().run(request))
+    reply(url, agent().run(request))
 }
 
 pub fn post_json(url: &str, body: &serde_json::Value) -> Reply {
