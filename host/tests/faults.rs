@@ -11,8 +11,7 @@ use support::*;
 
 /// Small limits so each fault trips quickly.
 fn start_faulty(state: &std::path::Path) -> Host {
-    HostBuilder::new(&faulty_manifest(), state)
-        .env("SPIN_VARIABLE_SECRET_TOKEN", "unused")
+    faulty_host(state)
         .arg("--request-timeout")
         .arg("2s")
         .arg("--max-memory")
@@ -147,8 +146,7 @@ fn instances_are_fresh_for_every_request() {
 #[test]
 fn a_client_that_never_finishes_its_headers_is_disconnected() {
     let state = tempfile::tempdir().unwrap();
-    let host = HostBuilder::new(&faulty_manifest(), state.path())
-        .env("SPIN_VARIABLE_SECRET_TOKEN", "unused")
+    let host = faulty_host(state.path())
         .arg("--header-read-timeout")
         .arg("300ms")
         .start();
@@ -174,8 +172,7 @@ fn a_client_that_never_finishes_its_headers_is_disconnected() {
 #[test]
 fn requests_beyond_the_instance_limit_wait_briefly_then_get_503() {
     let state = tempfile::tempdir().unwrap();
-    let host = HostBuilder::new(&faulty_manifest(), state.path())
-        .env("SPIN_VARIABLE_SECRET_TOKEN", "unused")
+    let host = faulty_host(state.path())
         .arg("--max-instances")
         .arg("2")
         .arg("--queue-timeout")
@@ -201,8 +198,7 @@ fn requests_beyond_the_instance_limit_wait_briefly_then_get_503() {
 #[test]
 fn the_access_log_can_be_json() {
     let state = tempfile::tempdir().unwrap();
-    let host = HostBuilder::new(&faulty_manifest(), state.path())
-        .env("SPIN_VARIABLE_SECRET_TOKEN", "unused")
+    let host = faulty_host(state.path())
         .arg("--log-format")
         .arg("json")
         .start();

@@ -9,8 +9,7 @@ use support::*;
 #[test]
 fn sigterm_drains_in_flight_requests_then_exits_0() {
     let state = tempfile::tempdir().unwrap();
-    let host = HostBuilder::new(&faulty_manifest(), state.path())
-        .env("SPIN_VARIABLE_SECRET_TOKEN", "t")
+    let host = faulty_host(state.path())
         .arg("--drain-timeout")
         .arg("10s")
         .start();

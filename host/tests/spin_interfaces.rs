@@ -9,10 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use support::*;
 
-fn faulty(state: &std::path::Path) -> HostBuilder {
-    HostBuilder::new(&faulty_manifest(), state).env("SPIN_VARIABLE_SECRET_TOKEN", "s3cr3t")
-}
-
 fn query(host: &Host, path: &str) -> String {
     let reply = get(&host.url(path));
     assert_eq!(reply.status, 200, "{path}: {}", reply.body);
@@ -22,14 +18,14 @@ fn query(host: &Host, path: &str) -> String {
 #[test]
 fn variables_come_from_defaults_and_spin_variable_env_vars() {
     let state = tempfile::tempdir().unwrap();
-    let host = faulty(state.path()).start();
+    let host = faulty_host(state.path()).start();
     assert_eq!(query(&host, "/variable?name=greeting"), "hi from faulty");
     assert_eq!(query(&host, "/variable?name=token"), "s3cr3t");
     assert!(query(&host, "/variable?name=nope").contains("Undefined"));
     assert!(query(&host, "/variable?name=Bad-Name").contains("InvalidName"));
     drop(host);
 
-    let host = faulty(state.path())
+    let host = faulty_host(state.path())
         .env("SPIN_VARIABLE_GREETING", "hello")
         .start();
     assert_eq!(query(&host, "/variable?name=greeting"), "hello from faulty");
@@ -48,7 +44,7 @@ fn a_missing_required_variable_stops_the_start() {
 #[test]
 fn key_value_labels_are_granted_by_the_manifest_only() {
     let state = tempfile::tempdir().unwrap();
-    let host = faulty(state.path()).start();
+    let host = faulty_host(state.path()).start();
     assert_eq!(query(&host, "/kv?label=default"), "opened");
     assert_eq!(
         query(&host, "/kv?label=other"),
@@ -79,7 +75,7 @@ fn outbound_http_reaches_allowed_hosts_only() {
     let (allowed_port, allowed_hits) = upstream();
     let (denied_port, denied_hits) = upstream();
     let state = tempfile::tempdir().unwrap();
-    let host = faulty(state.path())
+    let host = faulty_host(state.path())
         .env("SPIN_VARIABLE_UPSTREAM_PORT", &allowed_port.to_string())
         .start();
 
@@ -105,7 +101,7 @@ fn outbound_http_reaches_allowed_hosts_only() {
 #[test]
 fn components_get_their_environment_and_the_cli_env() {
     let state = tempfile::tempdir().unwrap();
-    let host = faulty(state.path())
+    let host = faulty_host(state.path())
         .arg("--env")
         .arg("EXTRA=from-cli")
         .start();
@@ -121,7 +117,7 @@ fn components_get_their_environment_and_the_cli_env() {
 #[test]
 fn spin_headers_are_set_and_cannot_be_spoofed() {
     let state = tempfile::tempdir().unwrap();
-    let host = faulty(state.path()).start();
+    let host = faulty_host(state.path()).start();
     let reply = get(&host.url("/headers?x=1"));
     let spoofed = {
         let request = ureq::http::Request::builder()

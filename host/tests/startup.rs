@@ -93,8 +93,7 @@ fn an_invalid_runtime_config_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("runtime-config.toml");
     std::fs::write(&config, "[key_value_store.default]\ntype = \"dynamo\"\n").unwrap();
-    let builder = HostBuilder::new(&faulty_manifest(), dir.path())
-        .env("SPIN_VARIABLE_SECRET_TOKEN", "t")
+    let builder = faulty_host(dir.path())
         .arg("--runtime-config-file")
         .arg(&config);
     let (status, stderr) = run_to_exit(builder);
@@ -105,11 +104,7 @@ fn an_invalid_runtime_config_is_an_error() {
 #[test]
 fn the_second_start_uses_the_compile_cache() {
     let state = tempfile::tempdir().unwrap();
-    let start = || {
-        HostBuilder::new(&faulty_manifest(), state.path())
-            .env("SPIN_VARIABLE_SECRET_TOKEN", "t")
-            .start()
-    };
+    let start = || faulty_host(state.path()).start();
     let cached_files = || std::fs::read_dir(state.path().join("cache")).map_or(0, |d| d.count());
     let first = start();
     assert_eq!(get(&first.url("/ok")).status, 200);

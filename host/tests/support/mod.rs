@@ -40,6 +40,11 @@ pub fn faulty_manifest() -> PathBuf {
     manifest("tests/components/faulty/spin.toml", "faulty.wasm")
 }
 
+/// The fixture component's host, with the one variable its manifest requires.
+pub fn faulty_host(state: &Path) -> HostBuilder {
+    HostBuilder::new(&faulty_manifest(), state).env("SPIN_VARIABLE_SECRET_TOKEN", "s3cr3t")
+}
+
 pub struct Host {
     child: Child,
     pub base: String,
