@@ -30,12 +30,16 @@ pub enum ErrorCode {
     ValidationFailed,
     /// 500: a bug or a corrupt stored record.
     InternalError,
-    /// 501: the route is not implemented yet.
-    NotImplemented,
+    /// 502: S3 answered with an error; the message has S3's code (`NoSuchBucket`, ...).
+    UpstreamError,
+    /// 502: S3 could not be reached (connection refused, DNS, TLS, not an allowed host).
+    UpstreamUnavailable,
     /// 503: the key-value store cannot be reached.
     StoreUnavailable,
-    /// 503: a Spin variable the route needs is not set.
+    /// 503: a Spin variable the route needs is not set, or makes no sense.
     NotConfigured,
+    /// 504: S3 did not answer in time.
+    UpstreamTimeout,
 }
 
 impl ErrorCode {
@@ -48,8 +52,9 @@ impl ErrorCode {
             Self::UnsupportedMediaType => 415,
             Self::ValidationFailed => 422,
             Self::InternalError => 500,
-            Self::NotImplemented => 501,
+            Self::UpstreamError | Self::UpstreamUnavailable => 502,
             Self::StoreUnavailable | Self::NotConfigured => 503,
+            Self::UpstreamTimeout => 504,
         }
     }
 }

@@ -2,12 +2,15 @@
 //! [`handle`](crate::handle).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde_json::Value;
 
 use crate::http::{JSON, Request, Response};
-use crate::platform::{Clock, KeyValue, Platform, Random, StoreError, Variables};
+use crate::platform::{
+    Clock, KeyValue, Outbound, OutboundError, OutboundRequest, OutboundResponse, Platform, Random,
+    StoreError, Variables,
+};
 
 /// A key-value store in memory; `down` makes every call fail like an unreachable Redis.
 #[derive(Default)]
@@ -95,10 +98,40 @@ impl Random for CountingRandom {
     }
 }
 
+/// Outbound HTTP that answers from a script, in order, and keeps every request it was sent.
+/// With nothing left to answer, a request fails as if the server were down.
+#[derive(Default)]
+pub struct FakeOutbound {
+    answers: RefCell<VecDeque<Result<OutboundResponse, OutboundError>>>,
+    sent: RefCell<Vec<OutboundRequest>>,
+}
+
+impl FakeOutbound {
+    /// Adds the answer to the next request not yet answered.
+    pub fn answer(&self, answer: Result<OutboundResponse, OutboundError>) {
+        self.answers.borrow_mut().push_back(answer);
+    }
+
+    pub fn requests(&self) -> Vec<OutboundRequest> {
+        self.sent.borrow().clone()
+    }
+}
+
+impl Outbound for FakeOutbound {
+    fn send(&self, request: OutboundRequest) -> Result<OutboundResponse, OutboundError> {
+        self.sent.borrow_mut().push(request);
+        self.answers
+            .borrow_mut()
+            .pop_front()
+            .unwrap_or_else(|| Err(OutboundError::Unreachable("no answer scripted".into())))
+    }
+}
+
 /// The app with in-memory platform parts that tests can inspect and change.
 pub struct TestApp {
     pub store: MemoryStore,
     pub variables: HashMap<String, String>,
+    pub outbound: FakeOutbound,
     clock: SteppingClock,
     random: CountingRandom,
 }
@@ -108,9 +141,26 @@ impl TestApp {
         Self {
             store: MemoryStore::default(),
             variables: HashMap::new(),
+            outbound: FakeOutbound::default(),
             clock: SteppingClock(Cell::new(1_700_000_000_000)),
             random: CountingRandom(Cell::new(0)),
         }
+    }
+
+    /// With every S3 variable set: bucket `uploads` at `http://127.0.0.1:9000`, path style.
+    pub fn with_s3() -> Self {
+        let mut app = Self::new();
+        for (name, value) in [
+            ("s3_endpoint", "http://127.0.0.1:9000"),
+            ("s3_region", "us-east-1"),
+            ("s3_bucket", "uploads"),
+            ("s3_path_style", "true"),
+            ("s3_access_key_id", "test-key"),
+            ("s3_secret_access_key", "test-secret"),
+        ] {
+            app.variables.insert(name.to_owned(), value.to_owned());
+        }
+        app
     }
 
     pub fn send(&self, request: Request) -> Response {
@@ -119,6 +169,7 @@ impl TestApp {
             variables: &self.variables,
             clock: &self.clock,
             random: &self.random,
+            outbound: &self.outbound,
         };
         crate::handle(&request, platform)
     }

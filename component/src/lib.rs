@@ -3,7 +3,7 @@
 //! A request arrives through `spin_adapter` (the only code that knows Spin), becomes a small
 //! [`Request`], and [`handle`] answers it: the router picks a route from the route table,
 //! whose handler reads what it needs from the [`Platform`] (key-value store, variables,
-//! clock, randomness). Everything but the adapter is plain Rust, tested natively with
+//! clock, randomness, outbound HTTP). Everything but the adapter is plain Rust, tested natively with
 //! `cargo test -p greeter`.
 
 // The HTTP surface.
@@ -18,7 +18,8 @@ mod routes; // every route: handler, OpenAPI annotation, the table itself
 mod greetings; // greeting records in the key-value store
 mod mirror; // reverse a word and swap its case
 mod pagination; // cursor pages of the greeting list
-mod s3; // configuration of the S3 uploads
+mod s3; // an S3 client: configuration, SigV4-signed requests, S3's answers and errors
+mod uploads; // random objects in the S3 bucket: upload, list the recent ones
 
 // Reading input.
 mod ids; // ULID greeting ids
@@ -35,7 +36,10 @@ mod platform;
 mod spin_adapter;
 
 pub use http::{Request, Response};
-pub use platform::{Clock, KeyValue, Platform, Random, StoreError, Variables};
+pub use platform::{
+    Clock, KeyValue, Outbound, OutboundError, OutboundRequest, OutboundResponse, Platform, Random,
+    StoreError, Variables,
+};
 
 /// Answers one request. Never panics: every failure is an error response.
 pub fn handle(request: &Request, platform: Platform) -> Response {

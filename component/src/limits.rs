@@ -20,3 +20,15 @@ pub const LIST_LIMIT_DEFAULT: usize = 20;
 
 /// The largest `?limit=` of `GET /api/greetings`.
 pub const LIST_LIMIT_MAX: usize = 100;
+
+/// `?bytes=` of `POST /api/upload-random`: the size of the random object, up to 1 MiB.
+pub const UPLOAD_BYTES: RangeInclusive<usize> = 1..=1024 * 1024;
+
+/// `?bytes=` when it is not given.
+pub const UPLOAD_BYTES_DEFAULT: usize = 1024;
+
+/// `?limit=` of `GET /api/uploads` when it is not given.
+pub const UPLOADS_LIMIT_DEFAULT: usize = 20;
+
+/// The largest `?limit=` of `GET /api/uploads`.
+pub const UPLOADS_LIMIT_MAX: usize = 100;

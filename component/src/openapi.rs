@@ -70,7 +70,10 @@ mod tests {
 
     use super::OPENAPI_JSON;
     use super::generation::document;
-    use crate::limits::{LIST_LIMIT_MAX, MESSAGE_MAX_CHARS, MIRROR_WORD_CHARS, NAME_CHARS};
+    use crate::limits::{
+        LIST_LIMIT_MAX, MESSAGE_MAX_CHARS, MIRROR_WORD_CHARS, NAME_CHARS, UPLOAD_BYTES,
+        UPLOADS_LIMIT_MAX,
+    };
     use crate::router::method_name;
     use crate::routes::ROUTES;
 
@@ -131,7 +134,7 @@ mod tests {
             })
             .collect();
         assert_eq!(operations(&parsed()), served);
-        // And those are the routes of issue 2.
+        // And those are the routes of issues 2 and 4.
         let issue: BTreeSet<(String, String)> = [
             ("GET", "/"),
             ("GET", "/hello/{name}"),
@@ -144,6 +147,7 @@ mod tests {
             ("GET", "/api/ready"),
             ("GET", "/api/mirror"),
             ("POST", "/api/upload-random"),
+            ("GET", "/api/uploads"),
             ("GET", "/openapi.json"),
             ("GET", "/docs"),
         ]
@@ -207,7 +211,7 @@ mod tests {
     #[test]
     fn the_error_schema_lists_every_code() {
         let codes = &parsed()["components"]["schemas"]["ErrorCode"]["enum"];
-        assert_eq!(codes.as_array().map(Vec::len), Some(11), "{codes}");
+        assert_eq!(codes.as_array().map(Vec::len), Some(13), "{codes}");
         assert!(
             codes
                 .as_array()
@@ -225,9 +229,9 @@ mod tests {
         assert_eq!(input["name"]["maxLength"], *NAME_CHARS.end());
         assert_eq!(input["message"]["maxLength"], MESSAGE_MAX_CHARS);
         let parameter = |path: &str, name: &str| {
-            let parameters = document["paths"][path]["get"]["parameters"]
-                .as_array()
-                .expect("parameters");
+            let item = &document["paths"][path];
+            let operation = item.get("get").unwrap_or(&item["post"]);
+            let parameters = operation["parameters"].as_array().expect("parameters");
             let found = parameters
                 .iter()
                 .find(|p| p["name"] == name)
@@ -251,6 +255,19 @@ mod tests {
         assert_eq!(
             (&limit["minimum"], &limit["maximum"]),
             (&1.into(), &LIST_LIMIT_MAX.into())
+        );
+        let bytes = parameter("/api/upload-random", "bytes");
+        assert_eq!(
+            (&bytes["minimum"], &bytes["maximum"]),
+            (
+                &(*UPLOAD_BYTES.start()).into(),
+                &(*UPLOAD_BYTES.end()).into()
+            )
+        );
+        let limit = parameter("/api/uploads", "limit");
+        assert_eq!(
+            (&limit["minimum"], &limit["maximum"]),
+            (&1.into(), &UPLOADS_LIMIT_MAX.into())
         );
     }
 }

@@ -6,7 +6,7 @@
 use crate::errors::{ApiError, ErrorCode};
 use crate::ids::GreetingId;
 use crate::limits::{LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX};
-use crate::params::query_param;
+use crate::params::{number_param, query_param};
 
 /// What the client asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,19 +19,7 @@ pub struct PageRequest {
 impl PageRequest {
     /// Reads `limit` (1 to the maximum, else 400) and `cursor` (an id, else 400).
     pub fn from_query(query: &str) -> Result<Self, ApiError> {
-        let limit = match query_param(query, "limit")? {
-            None => LIST_LIMIT_DEFAULT,
-            Some(text) => text
-                .parse()
-                .ok()
-                .filter(|limit| (1..=LIST_LIMIT_MAX).contains(limit))
-                .ok_or_else(|| {
-                    let message = format!(
-                        "limit must be a whole number from 1 to {LIST_LIMIT_MAX}, not `{text}`."
-                    );
-                    ApiError::new(ErrorCode::InvalidParameter, message)
-                })?,
-        };
+        let limit = number_param(query, "limit", 1..=LIST_LIMIT_MAX, LIST_LIMIT_DEFAULT)?;
         let cursor = match query_param(query, "cursor")? {
             None => None,
             Some(text) => Some(GreetingId::parse(&text).ok_or_else(|| {

@@ -1,5 +1,7 @@
 //! Reading path and query parameters: percent-decoding into UTF-8, or a 400.
 
+use std::ops::RangeInclusive;
+
 use percent_encoding::percent_decode_str;
 
 use crate::errors::{ApiError, ErrorCode};
@@ -14,6 +16,30 @@ pub fn query_param(query: &str, name: &str) -> Result<Option<String>, ApiError> 
         }
     }
     Ok(None)
+}
+
+/// The whole number in the query parameter `name`, `default` when there is none, 400 when it
+/// is not a number in `range`.
+pub fn number_param(
+    query: &str,
+    name: &str,
+    range: RangeInclusive<usize>,
+    default: usize,
+) -> Result<usize, ApiError> {
+    let Some(text) = query_param(query, name)? else {
+        return Ok(default);
+    };
+    text.parse()
+        .ok()
+        .filter(|number| range.contains(number))
+        .ok_or_else(|| {
+            let message = format!(
+                "{name} must be a whole number from {} to {}, not `{text}`.",
+                range.start(),
+                range.end()
+            );
+            ApiError::new(ErrorCode::InvalidParameter, message)
+        })
 }
 
 /// A path segment, percent-decoded (in a path `+` is itself).
@@ -33,7 +59,7 @@ fn decode_utf8(name: &str, encoded: &str) -> Result<String, ApiError> {
 
 #[cfg(test)]
 mod tests {
-    use super::{decode_path_segment, query_param};
+    use super::{decode_path_segment, number_param, query_param};
     use crate::errors::ErrorCode;
 
     #[test]
@@ -60,6 +86,21 @@ mod tests {
             Ok(Some("ß😀".into()))
         );
         assert_eq!(query_param("word=a=b", "word"), Ok(Some("a=b".into())));
+    }
+
+    #[test]
+    fn reads_numbers_in_a_range() {
+        assert_eq!(number_param("", "n", 1..=10, 4), Ok(4));
+        assert_eq!(number_param("n=10", "n", 1..=10, 4), Ok(10));
+        assert_eq!(number_param("n=%31", "n", 1..=10, 4), Ok(1));
+        for bad in ["n=0", "n=11", "n=", "n=-1", "n=1.5", "n=+1", "n=%20"] {
+            let error = number_param(bad, "n", 1..=10, 4).expect_err(bad);
+            assert_eq!(error.code, ErrorCode::InvalidParameter);
+        }
+        assert_eq!(
+            number_param("n=x", "n", 1..=10, 4).map_err(|e| e.message),
+            Err("n must be a whole number from 1 to 10, not `x`.".into())
+        );
     }
 
     #[test]

@@ -31,6 +31,63 @@ pub trait Clock {
 pub trait Random {
     /// 128 bits from a cryptographically secure source.
     fn random_u128(&self) -> u128;
+
+    /// Fills `buffer` from the same source; a platform with a bulk call overrides this.
+    fn fill_bytes(&self, buffer: &mut [u8]) {
+        for chunk in buffer.chunks_mut(16) {
+            chunk.copy_from_slice(&self.random_u128().to_le_bytes()[..chunk.len()]);
+        }
+    }
+}
+
+/// Outbound HTTP (`wasi:http/outgoing-handler`). The host sends only to the URLs that the
+/// manifest's `allowed_outbound_hosts` allows.
+pub trait Outbound {
+    /// Sends `request` and reads the whole answer, whatever its status; an error means that
+    /// no complete answer came.
+    fn send(&self, request: OutboundRequest) -> Result<OutboundResponse, OutboundError>;
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboundRequest {
+    /// `GET`, `PUT`, ...
+    pub method: &'static str,
+    /// Absolute: `https://host[:port]/path?query`.
+    pub url: String,
+    /// Lowercase names. `host` is the URL's (hosts refuse to let a component set it).
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// How long the whole exchange may take.
+    pub timeout: std::time::Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboundResponse {
+    pub status: u16,
+    /// Lowercase names.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl OutboundResponse {
+    /// The first value of the header `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// Why no answer came, with the platform's own words for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutboundError {
+    /// The host refused to send the request: its URL is not in `allowed_outbound_hosts`.
+    Denied(String),
+    /// No connection, or it broke: DNS, connection refused or reset, TLS.
+    Unreachable(String),
+    /// No complete answer within the request's timeout.
+    TimedOut(String),
 }
 
 /// Everything a route may use besides its request.
@@ -40,4 +97,5 @@ pub struct Platform<'a> {
     pub variables: &'a dyn Variables,
     pub clock: &'a dyn Clock,
     pub random: &'a dyn Random,
+    pub outbound: &'a dyn Outbound,
 }

@@ -1,19 +1,31 @@
 //! The only code that knows Spin: it turns Spin's request into a [`Request`], lets
-//! [`handle`](crate::handle) answer it with Spin's key-value store, variables, clock and
-//! randomness, and turns the [`Response`] back into Spin's.
+//! [`handle`](crate::handle) answer it with Spin's key-value store, variables, clock,
+//! randomness and outbound HTTP, and turns the [`Response`] back into Spin's.
 
 use std::cell::OnceCell;
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
-use spin_sdk::http::{IncomingRequest, Response as SpinResponse};
+use futures::future::{Either, select};
+use spin_executor::CancelOnDropToken;
+use spin_sdk::http::{
+    ErrorCode as HttpErrorCode, IncomingRequest, Method, Request as SpinRequest,
+    Response as SpinResponse, SendError,
+};
 use spin_sdk::http_component;
 use spin_sdk::key_value::{self, Store};
+use wasi::clocks::monotonic_clock;
 
 use crate::errors::{ApiError, ErrorCode};
 use crate::http::{Request, Response};
 use crate::limits::BODY_MAX_BYTES;
-use crate::platform::{Clock, KeyValue, Platform, Random, StoreError, Variables};
+use crate::platform::{
+    Clock, KeyValue, Outbound, OutboundError, OutboundRequest, OutboundResponse, Platform, Random,
+    StoreError, Variables,
+};
 
 /// The store spin.toml grants the component (`key_value_stores = ["default"]`).
 const STORE_LABEL: &str = "default";
@@ -28,6 +40,7 @@ async fn handle_request(incoming: IncomingRequest) -> SpinResponse {
                 variables: &SpinVariables,
                 clock: &SystemClock,
                 random: &WasiRandom,
+                outbound: &SpinOutbound,
             };
             crate::handle(&request, platform)
         }
@@ -147,5 +160,126 @@ impl Random for WasiRandom {
             wasi::random::random::get_random_u64(),
         );
         u128::from(high) << 64 | u128::from(low)
+    }
+
+    fn fill_bytes(&self, buffer: &mut [u8]) {
+        // wasi:random allows a host to return fewer bytes than asked; ask until full.
+        let mut filled = 0;
+        while filled < buffer.len() {
+            let wanted = (buffer.len() - filled).min(64 * 1024);
+            let bytes = wasi::random::random::get_random_bytes(wanted as u64);
+            let taken = bytes.len().min(wanted);
+            buffer[filled..filled + taken].copy_from_slice(&bytes[..taken]);
+            filled += taken;
+            if taken == 0 {
+                // Never seen; fall back to the 64-bit call rather than loop forever.
+                buffer[filled..].iter_mut().for_each(|byte| {
+                    *byte = wasi::random::random::get_random_u64() as u8;
+                });
+                break;
+            }
+        }
+    }
+}
+
+/// `spin_sdk::http::send`, run to completion on spin-sdk's executor (the app is synchronous;
+/// the handler's own future is not waiting on anything meanwhile), raced against a deadline
+/// on `wasi:clocks/monotonic-clock`. Dropping the losing send cancels the request.
+struct SpinOutbound;
+
+impl Outbound for SpinOutbound {
+    fn send(&self, request: OutboundRequest) -> Result<OutboundResponse, OutboundError> {
+        spin_executor::run(send_with_deadline(request))
+    }
+}
+
+async fn send_with_deadline(request: OutboundRequest) -> Result<OutboundResponse, OutboundError> {
+    let timeout = request.timeout;
+    let method = match request.method {
+        "GET" => Method::Get,
+        "PUT" => Method::Put,
+        "POST" => Method::Post,
+        "DELETE" => Method::Delete,
+        "HEAD" => Method::Head,
+        other => Method::Other(other.to_owned()),
+    };
+    let mut builder = SpinRequest::builder();
+    builder.method(method).uri(request.url);
+    for (name, value) in request.headers {
+        builder.header(name, value);
+    }
+    let sending = pin!(spin_sdk::http::send::<_, SpinResponse>(
+        builder.body(request.body).build()
+    ));
+    let deadline = pin!(Deadline::after(timeout));
+    match select(sending, deadline).await {
+        Either::Left((Ok(response), _)) => Ok(OutboundResponse {
+            status: *response.status(),
+            headers: response
+                .headers()
+                .map(|(name, value)| {
+                    (
+                        name.to_ascii_lowercase(),
+                        String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body: response.into_body(),
+        }),
+        Either::Left((Err(error), _)) => Err(send_error(error)),
+        Either::Right(((), _)) => Err(OutboundError::TimedOut(format!(
+            "no answer within {} s",
+            timeout.as_secs_f32()
+        ))),
+    }
+}
+
+fn send_error(error: SendError) -> OutboundError {
+    match error {
+        SendError::Http(code) => {
+            let reason = format!("{code:?}");
+            match code {
+                HttpErrorCode::HttpRequestDenied => OutboundError::Denied(reason),
+                HttpErrorCode::DnsTimeout
+                | HttpErrorCode::ConnectionTimeout
+                | HttpErrorCode::ConnectionReadTimeout
+                | HttpErrorCode::ConnectionWriteTimeout
+                | HttpErrorCode::HttpResponseTimeout => OutboundError::TimedOut(reason),
+                _ => OutboundError::Unreachable(reason),
+            }
+        }
+        SendError::Io(error) => OutboundError::Unreachable(format!("{error:?}")),
+        other => OutboundError::Unreachable(other.to_string()),
+    }
+}
+
+/// Ready once the monotonic clock reaches a point in time.
+struct Deadline {
+    at: monotonic_clock::Instant,
+    /// The clock's pollable, registered with the executor; dropped, it is unregistered.
+    waiting: Option<CancelOnDropToken>,
+}
+
+impl Deadline {
+    fn after(duration: std::time::Duration) -> Self {
+        let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+        Self {
+            at: monotonic_clock::now().saturating_add(nanos),
+            waiting: None,
+        }
+    }
+}
+
+impl Future for Deadline {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<()> {
+        if monotonic_clock::now() >= self.at {
+            return Poll::Ready(());
+        }
+        let pollable = monotonic_clock::subscribe_instant(self.at);
+        let token = spin_executor::push_waker_and_get_token(pollable, context.waker().clone());
+        self.waiting = Some(token.into());
+        Poll::Pending
     }
 }

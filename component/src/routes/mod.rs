@@ -7,6 +7,7 @@ mod hello;
 mod mirror;
 mod probes;
 mod upload;
+mod uploads;
 
 use crate::router::Route;
 
@@ -22,6 +23,7 @@ pub const ROUTES: &[Route] = &[
     Route::new::<probes::__path_ready>(probes::ready),
     Route::new::<mirror::__path_mirror_word>(mirror::mirror_word),
     Route::new::<upload::__path_upload_random>(upload::upload_random),
+    Route::new::<uploads::__path_list_uploads>(uploads::list_uploads),
     Route::new::<api_docs::__path_openapi_json>(api_docs::openapi_json),
     Route::new::<api_docs::__path_docs>(api_docs::docs),
 ];
@@ -69,6 +71,7 @@ mod tests {
                 "DELETE, GET, PUT",
             ),
             ("GET", "/api/upload-random", "POST"),
+            ("POST", "/api/uploads", "GET"),
             ("HEAD", "/api/health", "GET"),
             ("get", "/api/health", "GET"),
         ] {
@@ -103,6 +106,8 @@ mod tests {
             "/api/mirror?=&&&word",
             "/api/ready?x",
             "/api/upload-random",
+            "/api/upload-random?bytes=%FF",
+            "/api/uploads?limit=0",
             "/openapi.json",
             "/docs",
             "/\u{1F600}",
