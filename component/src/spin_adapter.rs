@@ -8,12 +8,12 @@ use std::pin::{Pin, pin};
 use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use futures::StreamExt;
 use futures::future::{Either, select};
+use futures::{SinkExt, StreamExt};
 use spin_executor::CancelOnDropToken;
 use spin_sdk::http::{
-    ErrorCode as HttpErrorCode, IncomingRequest, Method, Request as SpinRequest,
-    Response as SpinResponse, SendError,
+    ErrorCode as HttpErrorCode, Headers, IncomingRequest, Method, OutgoingRequest,
+    Response as SpinResponse, Scheme, SendError,
 };
 use spin_sdk::http_component;
 use spin_sdk::key_value::{self, Store};
@@ -184,7 +184,7 @@ impl Random for WasiRandom {
 
 /// `spin_sdk::http::send`, run to completion on spin-sdk's executor (the app is synchronous;
 /// the handler's own future is not waiting on anything meanwhile), raced against a deadline
-/// on `wasi:clocks/monotonic-clock`. Dropping the losing send cancels the request.
+/// on `wasi:clocks/monotonic-clock`. Dropping the losing exchange cancels the request.
 struct SpinOutbound;
 
 impl Outbound for SpinOutbound {
@@ -195,7 +195,40 @@ impl Outbound for SpinOutbound {
 
 async fn send_with_deadline(request: OutboundRequest) -> Result<OutboundResponse, OutboundError> {
     let timeout = request.timeout;
-    let method = match request.method {
+    let exchange = pin!(exchange(request));
+    let deadline = pin!(Deadline::after(timeout));
+    match select(exchange, deadline).await {
+        Either::Left((result, _)) => result,
+        Either::Right(((), _)) => Err(OutboundError::TimedOut(format!(
+            "no answer within {} ms",
+            timeout.as_millis()
+        ))),
+    }
+}
+
+/// Sends the request and writes its body side by side. The answer is what counts: a server
+/// may answer (an error) before it has read the whole body, and a refused request (not an
+/// allowed host) only closes the body's stream, while the response says why.
+async fn exchange(request: OutboundRequest) -> Result<OutboundResponse, OutboundError> {
+    let OutboundRequest {
+        method,
+        url,
+        headers,
+        body,
+        ..
+    } = request;
+    let invalid = |what: String| OutboundError::Unreachable(format!("invalid request: {what}"));
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| invalid(format!("no scheme in {url}")))?;
+    let (authority, path_and_query) = rest.find('/').map_or((rest, "/"), |at| rest.split_at(at));
+    let fields: Vec<(String, Vec<u8>)> = headers
+        .into_iter()
+        .map(|(name, value)| (name, value.into_bytes()))
+        .collect();
+    let headers = Headers::from_list(&fields).map_err(|error| invalid(format!("{error:?}")))?;
+    let outgoing = OutgoingRequest::new(headers);
+    let method = match method {
         "GET" => Method::Get,
         "PUT" => Method::Put,
         "POST" => Method::Post,
@@ -203,35 +236,40 @@ async fn send_with_deadline(request: OutboundRequest) -> Result<OutboundResponse
         "HEAD" => Method::Head,
         other => Method::Other(other.to_owned()),
     };
-    let mut builder = SpinRequest::builder();
-    builder.method(method).uri(request.url);
-    for (name, value) in request.headers {
-        builder.header(name, value);
+    let scheme = match scheme {
+        "https" => Scheme::Https,
+        _ => Scheme::Http,
+    };
+    outgoing
+        .set_method(&method)
+        .and_then(|()| outgoing.set_scheme(Some(&scheme)))
+        .and_then(|()| outgoing.set_authority(Some(authority)))
+        .and_then(|()| outgoing.set_path_with_query(Some(path_and_query)))
+        .map_err(|()| invalid(format!("method, scheme, host or path of {url}")))?;
+    let mut sink = outgoing.take_body();
+    let responding = pin!(spin_sdk::http::send::<_, SpinResponse>(outgoing));
+    let writing = pin!(async move {
+        // Dropping the sink finishes the body.
+        let _ = sink.send(body).await;
+    });
+    let response = match select(responding, writing).await {
+        Either::Left((response, _)) => response,
+        Either::Right(((), responding)) => responding.await,
     }
-    let sending = pin!(spin_sdk::http::send::<_, SpinResponse>(
-        builder.body(request.body).build()
-    ));
-    let deadline = pin!(Deadline::after(timeout));
-    match select(sending, deadline).await {
-        Either::Left((Ok(response), _)) => Ok(OutboundResponse {
-            status: *response.status(),
-            headers: response
-                .headers()
-                .map(|(name, value)| {
-                    (
-                        name.to_ascii_lowercase(),
-                        String::from_utf8_lossy(value.as_bytes()).into_owned(),
-                    )
-                })
-                .collect(),
-            body: response.into_body(),
-        }),
-        Either::Left((Err(error), _)) => Err(send_error(error)),
-        Either::Right(((), _)) => Err(OutboundError::TimedOut(format!(
-            "no answer within {} s",
-            timeout.as_secs_f32()
-        ))),
-    }
+    .map_err(send_error)?;
+    Ok(OutboundResponse {
+        status: *response.status(),
+        headers: response
+            .headers()
+            .map(|(name, value)| {
+                (
+                    name.to_ascii_lowercase(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: response.into_body(),
+    })
 }
 
 fn send_error(error: SendError) -> OutboundError {

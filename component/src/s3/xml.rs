@@ -1,11 +1,11 @@
 //! S3's XML answers: the ListObjectsV2 result, and the error body every failed request but a
 //! `HEAD` carries (`<Error><Code>NoSuchBucket</Code><Message>...</Message>...</Error>`).
-//! Elements not named here are skipped.
+//! Read with quick-xml's pull parser; elements are matched by local name (S3 puts its results
+//! in a namespace, its errors in none), and elements not named here are skipped.
 
-use instant_xml::FromXml;
-
-/// The namespace of S3's results (not of its errors).
-const S3_NAMESPACE: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
+use quick_xml::Reader;
+use quick_xml::escape::resolve_predefined_entity;
+use quick_xml::events::Event;
 
 /// One page of a ListObjectsV2 listing.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -18,61 +18,52 @@ pub struct ListPage {
 }
 
 /// An object as ListObjectsV2 describes it.
-#[derive(Debug, PartialEq, Eq, FromXml)]
-#[xml(rename = "Contents", ns(S3_NAMESPACE))]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct ListedObject {
-    #[xml(rename = "Key")]
     pub key: String,
     /// RFC 3339, as S3 wrote it.
-    #[xml(rename = "LastModified")]
     pub last_modified: Option<String>,
     /// Quoted, as S3 sends it.
-    #[xml(rename = "ETag")]
     pub etag: Option<String>,
-    #[xml(rename = "Size")]
     pub size: Option<u64>,
-}
-
-#[derive(FromXml)]
-#[xml(rename = "CommonPrefixes", ns(S3_NAMESPACE))]
-struct CommonPrefix {
-    #[xml(rename = "Prefix")]
-    prefix: String,
-}
-
-#[derive(FromXml)]
-#[xml(rename = "ListBucketResult", ns(S3_NAMESPACE))]
-struct ListBucketResult {
-    contents: Vec<ListedObject>,
-    common_prefixes: Vec<CommonPrefix>,
-    #[xml(rename = "IsTruncated")]
-    is_truncated: Option<bool>,
-    #[xml(rename = "NextContinuationToken")]
-    next_continuation_token: Option<String>,
 }
 
 /// Reads a ListObjectsV2 result. A truncated one must say where to go on.
 pub fn parse_list(body: &[u8]) -> Result<ListPage, String> {
-    let text = std::str::from_utf8(body).map_err(|_| "it is not UTF-8".to_owned())?;
-    let result: ListBucketResult =
-        instant_xml::from_str(text.trim()).map_err(|error| error.to_string())?;
-    let token = result
-        .next_continuation_token
-        .filter(|token| !token.is_empty());
-    let next_continuation_token = match (result.is_truncated, token) {
-        (Some(true), None) => return Err("it is truncated without a continuation token".into()),
-        (Some(true), token) => token,
-        _ => None,
+    let mut page = ListPage::default();
+    let mut object = ListedObject::default();
+    let (mut truncated, mut token) = (false, None);
+    let root = walk(body, |path, text| {
+        match path {
+            [_, "Contents", "Key"] => object.key = text,
+            [_, "Contents", "LastModified"] => object.last_modified = Some(text),
+            [_, "Contents", "ETag"] => object.etag = Some(text),
+            [_, "Contents", "Size"] => {
+                let size = text.trim().parse();
+                object.size = Some(size.map_err(|_| format!("a Size is `{text}`"))?);
+            }
+            [_, "Contents"] => {
+                if object.key.is_empty() {
+                    return Err("an object has no Key".to_owned());
+                }
+                page.objects.push(std::mem::take(&mut object));
+            }
+            [_, "CommonPrefixes", "Prefix"] => page.common_prefixes.push(text),
+            [_, "IsTruncated"] => truncated = text.trim() == "true",
+            [_, "NextContinuationToken"] => token = Some(text).filter(|t| !t.is_empty()),
+            _ => {}
+        }
+        Ok(())
+    })?;
+    if root != "ListBucketResult" {
+        return Err(format!("its root element is {root}, not ListBucketResult"));
+    }
+    page.next_continuation_token = match (truncated, token) {
+        (true, None) => return Err("it is truncated without a continuation token".into()),
+        (true, token) => token,
+        (false, _) => None,
     };
-    Ok(ListPage {
-        objects: result.contents,
-        common_prefixes: result
-            .common_prefixes
-            .into_iter()
-            .map(|p| p.prefix)
-            .collect(),
-        next_continuation_token,
-    })
+    Ok(page)
 }
 
 /// What S3 said went wrong.
@@ -83,27 +74,82 @@ pub struct S3Error {
     pub message: Option<String>,
 }
 
-#[derive(FromXml)]
-#[xml(rename = "Error")]
-struct ErrorElement {
-    #[xml(rename = "Code")]
-    code: Option<String>,
-    #[xml(rename = "Message")]
-    message: Option<String>,
-}
-
 /// The error in `body`, when it is S3's XML error with a code.
 pub fn parse_error(body: &[u8]) -> Option<S3Error> {
-    let text = std::str::from_utf8(body).ok()?;
-    let element: ErrorElement = instant_xml::from_str(text.trim()).ok()?;
-    let code = element.code.filter(|code| !code.trim().is_empty())?;
-    Some(S3Error {
-        code: code.trim().to_owned(),
-        message: element
-            .message
-            .map(|message| message.trim().to_owned())
-            .filter(|message| !message.is_empty()),
+    let (mut code, mut message) = (String::new(), None);
+    let root = walk(body, |path, text| {
+        match path {
+            [_, "Code"] => code = text.trim().to_owned(),
+            [_, "Message"] => message = Some(text.trim().to_owned()).filter(|m| !m.is_empty()),
+            _ => {}
+        }
+        Ok(())
     })
+    .ok()?;
+    (root == "Error" && !code.is_empty()).then_some(S3Error { code, message })
+}
+
+/// Reads a whole document, calling `element` at the end of every element with the local names
+/// of the elements from the root down to it and the element's text (what follows its last
+/// child element, if it has any). Answers the root's name.
+fn walk(
+    body: &[u8],
+    mut element: impl FnMut(&[&str], String) -> Result<(), String>,
+) -> Result<String, String> {
+    let document = std::str::from_utf8(body).map_err(|_| "it is not UTF-8".to_owned())?;
+    let mut reader = Reader::from_str(document);
+    let mut names: Vec<String> = Vec::new();
+    let mut root = None;
+    let mut text = String::new();
+    loop {
+        let event = reader.read_event().map_err(|error| error.to_string())?;
+        match event {
+            Event::Start(_) | Event::Empty(_) if root.is_some() && names.is_empty() => {
+                return Err("it has more than one root element".into());
+            }
+            Event::Start(ref start) | Event::Empty(ref start) => {
+                let name = String::from_utf8_lossy(start.local_name().as_ref()).into_owned();
+                root.get_or_insert_with(|| name.clone());
+                names.push(name);
+                text.clear();
+                if let Event::Empty(_) = event {
+                    close(&mut names, &mut text, &mut element)?;
+                }
+            }
+            Event::End(_) => close(&mut names, &mut text, &mut element)?,
+            Event::Text(content) => text.push_str(&content.decode().map_err(|e| e.to_string())?),
+            Event::CData(content) => text.push_str(&content.decode().map_err(|e| e.to_string())?),
+            Event::GeneralRef(reference) => {
+                match reference.resolve_char_ref().map_err(|e| e.to_string())? {
+                    Some(character) => text.push(character),
+                    None => {
+                        let name = reference.decode().map_err(|e| e.to_string())?;
+                        let entity = resolve_predefined_entity(&name)
+                            .ok_or_else(|| format!("it has the unknown entity &{name};"))?;
+                        text.push_str(entity);
+                    }
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    if let Some(open) = names.last() {
+        return Err(format!("it ends inside {open}"));
+    }
+    root.ok_or_else(|| "it has no element".to_owned())
+}
+
+/// Ends the innermost element: reports it, then forgets it.
+fn close(
+    names: &mut Vec<String>,
+    text: &mut String,
+    element: &mut impl FnMut(&[&str], String) -> Result<(), String>,
+) -> Result<(), String> {
+    let path: Vec<&str> = names.iter().map(String::as_str).collect();
+    element(&path, std::mem::take(text))?;
+    names.pop();
+    Ok(())
 }
 
 #[cfg(test)]
@@ -152,15 +198,31 @@ mod tests {
     }
 
     #[test]
+    fn reads_cdata_character_references_and_empty_elements() {
+        let body = "<ListBucketResult><Contents><Key><![CDATA[a<b]]>&#x20;&#99;</Key><ETag/></Contents></ListBucketResult>";
+        let page = parse_list(body.as_bytes()).expect("a listing");
+        assert_eq!(page.objects[0].key, "a<b c");
+        assert_eq!(page.objects[0].etag.as_deref(), Some(""));
+    }
+
+    #[test]
     fn refuses_what_is_not_a_listing() {
         for body in [
             &b"<html>captive portal</html>"[..],
-            b"<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><IsTruncated>true</IsTruncated></ListBucketResult>",
-            b"<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Contents><Size>1</Size></Contents></ListBucketResult>",
+            b"<ListBucketResult><IsTruncated>true</IsTruncated></ListBucketResult>",
+            b"<ListBucketResult><Contents><Size>1</Size></Contents></ListBucketResult>",
+            b"<ListBucketResult><Contents><Key>k</Key><Size>x</Size></Contents></ListBucketResult>",
+            b"<ListBucketResult><Contents><Key>k</Key></Contents>",
+            b"<ListBucketResult><Prefix>&nbsp;</Prefix></ListBucketResult>",
+            b"<ListBucketResult/><ListBucketResult/>",
             b"\xff",
             b"",
         ] {
-            assert!(parse_list(body).is_err(), "{body:?}");
+            assert!(
+                parse_list(body).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 
@@ -204,6 +266,7 @@ mod tests {
             b"<html><body>502</body></html>",
             b"<Error><Message>no code</Message></Error>",
             b"<Error><Code></Code></Error>",
+            b"<NotAnError><Code>X</Code></NotAnError>",
             b"\xff\xfe",
         ] {
             assert_eq!(parse_error(body), None, "{body:?}");

@@ -6,6 +6,7 @@
 )]
 
 pub mod redis;
+pub mod s3;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
