@@ -275,7 +275,8 @@ async fn exchange(request: OutboundRequest) -> Result<OutboundResponse, Outbound
 fn send_error(error: SendError) -> OutboundError {
     match error {
         SendError::Http(code) => {
-            let reason = format!("{code:?}");
+            let debug = format!("{code:?}");
+            let reason = debug.trim_start_matches("ErrorCode::").to_owned();
             match code {
                 HttpErrorCode::HttpRequestDenied => OutboundError::Denied(reason),
                 HttpErrorCode::DnsTimeout

@@ -246,7 +246,10 @@ fn a_stopped_server_is_a_502_upstream_unavailable() {
         (502, "upstream_unavailable"),
         "{message}"
     );
-    assert!(message.contains(&server.endpoint()), "{message}");
+    assert!(
+        message.contains(&server.endpoint()) && message.contains("ConnectionRefused"),
+        "{message}"
+    );
     let (status, code, _) = error(&get(&host.url("/api/uploads")));
     assert_eq!((status, code.as_str()), (502, "upstream_unavailable"));
 }
@@ -285,4 +288,39 @@ fn an_endpoint_outside_allowed_outbound_hosts_is_never_reached() {
     );
     assert!(message.contains("allowed_outbound_hosts"), "{message}");
     drop(server);
+}
+
+/// A server that accepts connections and never answers: the component gives up after its
+/// 10 s deadline (on wasi:clocks, so it holds under Spin too, whose outbound requests have no
+/// timeout of their own) and says so, well before greeter-host's 30 s request timeout.
+#[test]
+fn a_silent_server_is_a_504_upstream_timeout() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for connection in listener.incoming() {
+            held.push(connection);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let host = HostBuilder::new(&app_manifest(), dir.path())
+        .env("SPIN_VARIABLE_S3_ENDPOINT", &endpoint)
+        .env("SPIN_VARIABLE_S3_BUCKET", BUCKET)
+        .env("SPIN_VARIABLE_S3_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("SPIN_VARIABLE_S3_SECRET_ACCESS_KEY", SECRET_KEY)
+        .start();
+    let started = std::time::Instant::now();
+    let (status, code, message) = error(&upload(&host, ""));
+    let waited = started.elapsed();
+    assert_eq!(
+        (status, code.as_str()),
+        (504, "upstream_timeout"),
+        "{message}"
+    );
+    assert!(message.contains(&endpoint), "{message}");
+    assert!(
+        (9..25).contains(&waited.as_secs()),
+        "answered after {waited:?}"
+    );
 }
