@@ -163,20 +163,15 @@ impl Random for WasiRandom {
     }
 
     fn fill_bytes(&self, buffer: &mut [u8]) {
-        // wasi:random allows a host to return fewer bytes than asked; ask until full.
-        let mut filled = 0;
-        while filled < buffer.len() {
-            let wanted = (buffer.len() - filled).min(64 * 1024);
-            let bytes = wasi::random::random::get_random_bytes(wanted as u64);
-            let taken = bytes.len().min(wanted);
-            buffer[filled..filled + taken].copy_from_slice(&bytes[..taken]);
-            filled += taken;
-            if taken == 0 {
-                // Never seen; fall back to the 64-bit call rather than loop forever.
-                buffer[filled..].iter_mut().for_each(|byte| {
-                    *byte = wasi::random::random::get_random_u64() as u8;
-                });
-                break;
+        // In 64 KiB requests, so that no single copy is large.
+        for chunk in buffer.chunks_mut(64 * 1024) {
+            let bytes = wasi::random::random::get_random_bytes(chunk.len() as u64);
+            let filled = bytes.len().min(chunk.len());
+            chunk[..filled].copy_from_slice(&bytes[..filled]);
+            // wasi:random answers as many bytes as asked; a host answering fewer would be out
+            // of spec, and gets the rest asked for 128 bits at a time rather than zeros.
+            for rest in chunk[filled..].chunks_mut(16) {
+                rest.copy_from_slice(&self.random_u128().to_le_bytes()[..rest.len()]);
             }
         }
     }
