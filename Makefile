@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make serve   builds the component and greeter-host, serves the app on http://127.0.0.1:3000
 #   make test    installs what is missing (.ci/setup), then runs every check and test
+# The benchmark (not part of the tests; about 15 minutes from a fresh clone): bench/run
 CACHE ?= $(HOME)/.cache/greeter
 VENV := $(CACHE)/venv
 WASM := --target wasm32-wasip2 --release
@@ -24,6 +25,7 @@ test:
 	cargo build $(WASM) $(COMPONENTS)
 	$(MAKE) lint
 	cargo test --workspace
+	bench/run --smoke
 	$(MAKE) python-tests
 
 lint:
