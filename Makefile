@@ -1,7 +1,7 @@
 # The two commands of the README:
 #   make serve   builds the component and greeter-host, serves the app on http://127.0.0.1:3000
 #   make test    installs what is missing (.ci/setup), then runs every check and test
-# The benchmark (not part of the tests; about 15 minutes from a fresh clone): bench/run
+# The benchmark (not part of the tests; minutes once built, the host's release build first): bench/run
 CACHE ?= $(HOME)/.cache/greeter
 VENV := $(CACHE)/venv
 WASM := --target wasm32-wasip2 --release
