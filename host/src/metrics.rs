@@ -47,7 +47,7 @@ impl Default for Metrics {
         let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(LATENCY_BUCKETS.iter().copied())
         });
-        let metrics = Metrics {
+        let mut metrics = Metrics {
             registry: Registry::with_prefix("greeter"),
             requests: Family::default(),
             latency,
@@ -57,7 +57,6 @@ impl Default for Metrics {
             timeouts: Counter::default(),
             overloaded: Counter::default(),
         };
-        let mut metrics = metrics;
         let r = &mut metrics.registry;
         r.register(
             "http_requests",

@@ -98,7 +98,7 @@ impl Server {
         let method = request.method().clone();
         let path = request.uri().path().to_string();
         self.metrics.in_flight.inc();
-        let (route, response) = self.dispatch(request, peer).await;
+        let (route, response) = self.dispatch(request, &path, peer).await;
         self.metrics.in_flight.dec();
         let elapsed = started.elapsed();
         self.metrics.observe(route, response.status(), elapsed);
@@ -114,14 +114,15 @@ impl Server {
         Ok(response)
     }
 
-    /// Returns the matched route (for logs and metrics) and the response.
-    async fn dispatch(
-        &self,
+    /// Returns the matched route (for logs and metrics) and the response. `path` is the
+    /// request's path, copied once by the caller, which logs it too.
+    async fn dispatch<'s>(
+        &'s self,
         request: Request<Incoming>,
+        path: &str,
         peer: SocketAddr,
-    ) -> (&str, Response<HyperOutgoingBody>) {
-        let path = request.uri().path().to_string();
-        let Some(matched) = self.router.find(&path) else {
+    ) -> (&'s str, Response<HyperOutgoingBody>) {
+        let Some(matched) = self.router.find(path) else {
             let message = format!("no route matches {path}");
             return (
                 NO_ROUTE,
