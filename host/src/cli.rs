@@ -1,15 +1,17 @@
 //! `greeter-host up`: the command line (Spin's flag names where Spin has them) and the
 //! start-up sequence that turns a manifest into a serving host.
 
-use crate::kv::Stores;
+use crate::capabilities::key_value::Stores;
+use crate::capabilities::outbound_http::AllowedHosts;
+use crate::capabilities::variables::{AppVariables, ComponentVariables, Template};
+use crate::compile_cache::load_component;
+use crate::engine::{EngineLimits, build_engine};
 use crate::manifest::App;
 use crate::metrics::Metrics;
-use crate::outbound::AllowedHosts;
-use crate::routing::Router;
-use crate::runtime::{ComponentContext, Limits, Runtime, build_engine, load_component};
+use crate::runtime::{ComponentContext, Runtime};
 use crate::runtime_config::RuntimeConfig;
+use crate::server::routing::{Router, WELL_KNOWN_PREFIX};
 use crate::server::{Server, ServerLimits};
-use crate::variables::{AppVariables, ComponentVariables, Template};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::collections::BTreeMap;
@@ -120,16 +122,22 @@ async fn up(args: UpArgs) -> Result<()> {
         Some(path) => RuntimeConfig::load(path)?,
         None => RuntimeConfig::default(),
     };
-    let variables = AppVariables::resolve(&app.variables, |key| std::env::var(key).ok())?;
+    let declared = app
+        .variables
+        .iter()
+        .map(|(name, decl)| (name.as_str(), decl.default.as_deref()));
+    let variables = AppVariables::resolve(declared, |key| std::env::var(key).ok())?;
     let stores = Arc::new(Stores::open(&runtime_config.key_value_stores, &state_dir)?);
-    let limits = Limits {
+    let engine = build_engine(&EngineLimits {
         max_instances: args.max_instances,
-        queue_timeout: args.queue_timeout,
         max_memory: args.max_memory,
-        request_timeout: args.request_timeout,
-    };
-    let engine = build_engine(&limits)?;
-    let mut runtime = Runtime::new(engine.clone(), stores, &limits);
+    })?;
+    let mut runtime = Runtime::new(
+        engine.clone(),
+        stores,
+        args.max_instances,
+        args.queue_timeout,
+    );
 
     // Each component a trigger names is compiled (or loaded from cache) and linked once.
     let mut indices: BTreeMap<&str, usize> = BTreeMap::new();
@@ -158,7 +166,7 @@ async fn up(args: UpArgs) -> Result<()> {
             .collect::<Result<_>>()?;
         let context = ComponentContext {
             id: id.to_string(),
-            variables: ComponentVariables::render(&decl.variables, &variables)?,
+            variables: Arc::new(ComponentVariables::render(id, &decl.variables, &variables)?),
             allowed_hosts: Arc::new(
                 AllowedHosts::parse(&allowed)
                     .with_context(|| format!("component `{id}`: allowed_outbound_hosts"))?,
@@ -173,11 +181,27 @@ async fn up(args: UpArgs) -> Result<()> {
         };
         indices.insert(id, runtime.add_component(&component, context)?);
     }
-    let router = Router::build(
-        app.http_triggers
-            .iter()
-            .filter_map(|t| Some((t.route.as_deref()?, indices[t.component.as_str()]))),
-    )?;
+    let (router, duplicates) = Router::build(app.http_triggers.iter().filter_map(|t| {
+        let id = t.component.as_str();
+        Some((t.route.as_deref()?, indices[id], id))
+    }))?;
+    // Spin's messages: duplicates and reserved routes are reported, not refused.
+    if !duplicates.is_empty() {
+        tracing::error!("The following component routes are duplicates and will never be used:");
+        for duplicate in &duplicates {
+            tracing::error!(
+                "  {}: {} (duplicate of {})",
+                duplicate.replaced,
+                duplicate.route,
+                duplicate.effective
+            );
+        }
+    }
+    if router.contains_reserved_route() {
+        tracing::error!(
+            "Routes under {WELL_KNOWN_PREFIX} are handled by the Spin runtime and will never be reached"
+        );
+    }
 
     let listener = TcpListener::bind(args.listen)
         .await
@@ -196,8 +220,10 @@ async fn up(args: UpArgs) -> Result<()> {
             max_request_body: args.max_request_body,
             header_read_timeout: args.header_read_timeout,
             body_read_timeout: args.request_timeout,
+            request_timeout: args.request_timeout,
             drain_timeout: args.drain_timeout,
         },
+        app_info: app_info(&app),
     });
     server.serve(listener, shutdown_signal()).await;
     Ok(())
@@ -207,15 +233,22 @@ async fn up(args: UpArgs) -> Result<()> {
 fn print_routes(address: SocketAddr, router: &Router, indices: &BTreeMap<&str, usize>) {
     println!("Serving http://{address}");
     println!("Available Routes:");
-    for (route, index, wildcard) in router.routes() {
+    for (route, index) in router.routes() {
         let id = indices
             .iter()
             .find(|(_, i)| **i == index)
             .map_or("?", |(id, _)| id);
-        let path = route.strip_suffix("/...").unwrap_or(route);
-        let suffix = if wildcard { " (wildcard)" } else { "" };
-        println!("  {id}: http://{address}{path}{suffix}");
+        println!("  {id}: http://{address}{route}");
     }
+}
+
+/// `/.well-known/spin/info`, as Spin writes it: the name, and the version when there is one.
+fn app_info(app: &App) -> String {
+    let mut info = serde_json::json!({ "name": app.name });
+    if !app.version.is_empty() {
+        info["version"] = app.version.clone().into();
+    }
+    serde_json::to_string_pretty(&info).expect("a JSON value serialises")
 }
 
 async fn serve_metrics(address: SocketAddr, metrics: Arc<Metrics>) -> Result<()> {

@@ -5,7 +5,8 @@
 //! does not implement (file mounts, SQLite databases, AI models...) are refused by name
 //! instead of being silently ignored.
 
-use anyhow::{Context, Result, bail};
+use crate::capabilities::variables::{Template, check_name};
+use anyhow::{Context, Result, anyhow, bail};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -259,14 +260,15 @@ impl RawComponent {
         for name in self.variables.keys() {
             check_variable_name(name).with_context(|| format!("`variables.{name}`"))?;
         }
+        let declared = |name: &str| app_variables.contains_key(name);
         for (name, template) in &self.variables {
-            crate::variables::Template::parse(template)
-                .and_then(|t| t.check_references(app_variables))
+            Template::parse(template)
+                .and_then(|t| t.check_references(declared))
                 .with_context(|| format!("`variables.{name}`"))?;
         }
         for (index, host) in self.allowed_outbound_hosts.iter().enumerate() {
-            crate::variables::Template::parse(host)
-                .and_then(|t| t.check_references(app_variables))
+            Template::parse(host)
+                .and_then(|t| t.check_references(declared))
                 .with_context(|| format!("`allowed_outbound_hosts[{index}]`"))?;
         }
         let build_command = match self.build.map(|b| b.command) {
@@ -313,10 +315,8 @@ impl RawHttpTrigger {
             bail!("`component = \"{component}\"`: no [component.{component}] in the manifest");
         }
         let route = match self.route {
-            RawRoute::Path(route) => {
-                crate::routing::check_route(&route).context("`route`")?;
-                Some(route)
-            }
+            // Spin makes any route absolute; the router reports what it cannot parse.
+            RawRoute::Path(route) => Some(route),
             RawRoute::Private { private: true } => None,
             RawRoute::Private { private: false } => {
                 bail!("`route`: `{{ private = false }}` is not a route; give a path")
@@ -326,17 +326,9 @@ impl RawHttpTrigger {
     }
 }
 
-/// Spin's rule: lowercase ASCII letters, digits and underscores, starting with a letter.
-pub fn check_variable_name(name: &str) -> Result<()> {
-    let mut chars = name.chars();
-    let valid = chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if !valid {
-        bail!(
-            "invalid variable name {name:?}: use lowercase letters, digits and underscores, starting with a letter"
-        );
-    }
-    Ok(())
+/// Spin's rule for variable names (see `capabilities::variables::check_name`).
+fn check_variable_name(name: &str) -> Result<()> {
+    check_name(name).map_err(|reason| anyhow!("invalid variable name {reason}"))
 }
 
 /// Spin's rule for ids: kebab-case words of lowercase letters and digits.

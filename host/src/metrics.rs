@@ -1,7 +1,7 @@
 //! Prometheus metrics, served on their own listener (`--metrics-listen`) so the app's port
-//! never exposes them.
+//! never exposes them; guest failures are logged where they are counted.
 
-use crate::runtime::Observer;
+use crate::runtime::{Failure, Observer};
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
@@ -37,9 +37,11 @@ pub struct Metrics {
     latency: Family<RouteLabels, Histogram>,
     pub in_flight: Gauge,
     instantiations: Counter,
-    pub traps: Counter,
-    pub timeouts: Counter,
+    traps: Counter,
+    timeouts: Counter,
     pub overloaded: Counter,
+    pub panics: Counter,
+    pub broken_responses: Counter,
 }
 
 impl Default for Metrics {
@@ -56,6 +58,8 @@ impl Default for Metrics {
             traps: Counter::default(),
             timeouts: Counter::default(),
             overloaded: Counter::default(),
+            panics: Counter::default(),
+            broken_responses: Counter::default(),
         };
         let r = &mut metrics.registry;
         r.register(
@@ -93,22 +97,35 @@ impl Default for Metrics {
             "Requests refused because no instance slot freed in time",
             metrics.overloaded.clone(),
         );
+        r.register(
+            "host_panics",
+            "Requests answered 500 because the host itself panicked",
+            metrics.panics.clone(),
+        );
+        r.register(
+            "broken_responses",
+            "Responses cut off after their head was sent (the body failed or the client left)",
+            metrics.broken_responses.clone(),
+        );
         metrics
     }
 }
 
 impl Metrics {
-    pub fn observe(&self, route: &str, status: StatusCode, elapsed: Duration) {
+    /// A response head went out `elapsed` after the request arrived.
+    pub fn observe_head(&self, route: &str, elapsed: Duration) {
         let route = route.to_string();
-        self.requests
-            .get_or_create(&RequestLabels {
-                route: route.clone(),
-                status: status.as_u16(),
-            })
-            .inc();
         self.latency
             .get_or_create(&RouteLabels { route })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// A request ended, answered with `status` (499 when the client left before the head).
+    pub fn count(&self, route: &str, status: u16) {
+        let route = route.to_string();
+        self.requests
+            .get_or_create(&RequestLabels { route, status })
+            .inc();
     }
 
     pub fn encode(&self) -> String {
@@ -142,5 +159,14 @@ impl Metrics {
 impl Observer for Metrics {
     fn instantiated(&self) {
         self.instantiations.inc();
+    }
+
+    fn guest_failed(&self, failure: &Failure) {
+        match failure {
+            Failure::Timeout => self.timeouts.inc(),
+            Failure::Trap(_) => self.traps.inc(),
+            Failure::Overloaded => self.overloaded.inc(),
+        };
+        tracing::warn!("request failed: {}", failure.describe());
     }
 }

@@ -2,7 +2,7 @@
 //! this host implements are accepted; anything else is an error naming the key, so a setting
 //! is never silently ignored (Spin likewise rejects keys no part of it uses).
 
-use crate::kv::StoreConfig;
+use crate::capabilities::key_value::StoreConfig;
 use anyhow::{Context, Result};
 use serde::Deserialize;
 use std::collections::HashMap;

@@ -1,6 +1,7 @@
 //! Spin's interfaces as the fixture component sees them: variables, key-value labels,
 //! outbound HTTP, WASI environment, and the spin-* request headers.
 
+use ureq::http;
 mod support;
 
 use std::io::{Read, Write};
@@ -21,8 +22,15 @@ fn variables_come_from_defaults_and_spin_variable_env_vars() {
     let host = faulty_host(state.path()).start();
     assert_eq!(query(&host, "/variable?name=greeting"), "hi from faulty");
     assert_eq!(query(&host, "/variable?name=token"), "s3cr3t");
-    assert!(query(&host, "/variable?name=nope").contains("Undefined"));
-    assert!(query(&host, "/variable?name=Bad-Name").contains("InvalidName"));
+    // Spin's variants with Spin's messages.
+    assert_eq!(
+        query(&host, "/variable?name=nope"),
+        r#"error: Error::Undefined("no variable for \"faulty\".\"nope\"")"#
+    );
+    assert_eq!(
+        query(&host, "/variable?name=Bad-Name"),
+        r#"error: Error::InvalidName("\"Bad-Name\": invalid character 'B'. Variable names may contain only lower-case letters, numbers, and underscores.")"#
+    );
     drop(host);
 
     let host = faulty_host(state.path())
@@ -120,7 +128,7 @@ fn spin_headers_are_set_and_cannot_be_spoofed() {
     let host = faulty_host(state.path()).start();
     let reply = get(&host.url("/headers?x=1"));
     let spoofed = {
-        let request = ureq::http::Request::builder()
+        let request = http::Request::builder()
             .uri(host.url("/headers"))
             .header("spin-path-info", "/spoofed")
             .body(())

@@ -66,7 +66,9 @@ fn a_granted_store_must_be_configured_and_runtime_config_adds_stores() {
     let (status, stderr) = run_to_exit(unconfigured);
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("key-value store \"cache\", which is not configured"),
+        stderr.contains(
+            "unknown key_value_stores label \"cache\" for component \"faulty\": add [key_value_store.cache]"
+        ),
         "{stderr}"
     );
 

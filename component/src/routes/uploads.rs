@@ -255,7 +255,7 @@ mod tests {
 
     #[test]
     fn needs_the_configuration_and_reports_store_errors() {
-        let app = crate::fakes::TestApp::new();
+        let app = TestApp::new();
         let response = app.get("/api/uploads");
         assert_eq!(
             (response.status, error_code(&response).as_str()),

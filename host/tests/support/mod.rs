@@ -5,6 +5,8 @@
     reason = "each test binary uses a different part of the support code"
 )]
 
+use ureq::http;
+
 pub mod redis;
 pub mod s3;
 
@@ -217,7 +219,7 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
-fn reply(url: &str, response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
+fn reply(url: &str, response: Result<http::Response<ureq::Body>, ureq::Error>) -> Reply {
     let mut response = response.unwrap_or_else(|e| panic!("HTTP request to {url} failed: {e}"));
     let status = response.status().as_u16();
     let headers = response
@@ -242,7 +244,7 @@ pub fn delete(url: &str) -> Reply {
 }
 
 pub fn send(method: &str, url: &str, content_type: &str, body: &[u8]) -> Reply {
-    let request = ureq::http::Request::builder()
+    let request = http::Request::builder()
         .method(method)
         .uri(url)
         .header("content-type", content_type)

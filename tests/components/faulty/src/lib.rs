@@ -2,11 +2,52 @@
 //! that reports what the host's Spin interfaces answer. Not part of the app.
 #![cfg(target_arch = "wasm32")]
 
-use spin_sdk::http::{Method, Request, Response};
+use futures::SinkExt;
+use spin_sdk::http::{Fields, Method, OutgoingResponse, Request, Response, ResponseOutparam};
 use spin_sdk::http_component;
 
 #[http_component]
-async fn handle(request: Request) -> Response {
+async fn handle(request: Request, out: ResponseOutparam) {
+    match request.path() {
+        // The head and a first chunk go out, then the guest fails mid-body.
+        "/stream-then-trap" => {
+            stream_a_chunk(out).await;
+            // Long enough for the head and the chunk to reach the client first.
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            panic!("trapping after the response head");
+        }
+        "/stream-then-loop" => {
+            stream_a_chunk(out).await;
+            let mut spins: u64 = 0;
+            loop {
+                spins = std::hint::black_box(spins.wrapping_add(1));
+            }
+        }
+        _ => {
+            let response = respond(request).await;
+            let body = response.body().to_vec();
+            let head = OutgoingResponse::try_from(response).expect("a valid response head");
+            out.set_with_body(head, body)
+                .await
+                .expect("the body is written");
+        }
+    }
+}
+
+async fn stream_a_chunk(out: ResponseOutparam) {
+    let headers = Fields::from_list(&[("content-type".to_owned(), b"text/plain".to_vec())])
+        .expect("valid headers");
+    let head = OutgoingResponse::new(headers);
+    let mut body = head.take_body();
+    out.set(head);
+    body.send(b"first chunk\n".to_vec())
+        .await
+        .expect("the chunk is written");
+    // The sink is kept open: the body is not finished.
+    std::mem::forget(body);
+}
+
+async fn respond(request: Request) -> Response {
     let query = request.query().to_string();
     let param = |name: &str| {
         query

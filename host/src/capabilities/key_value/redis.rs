@@ -7,6 +7,7 @@
 //! `ConnectionManager`. Operations are bounded by timeouts well inside the request deadline,
 //! so a dead Redis turns into an `other` error (the app answers 503), never a hung request.
 
+use super::{Error, backend_error, count_key};
 use anyhow::{Context, Result, bail};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, IntoConnectionInfo};
@@ -50,7 +51,7 @@ impl RedisStore {
         })
     }
 
-    async fn connection(&self) -> Result<ConnectionManager, String> {
+    async fn connection(&self) -> Result<ConnectionManager, Error> {
         let slot = &self.connections[self.next.fetch_add(1, Ordering::Relaxed) % CONNECTIONS];
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(CONNECT_TIMEOUT)
@@ -59,13 +60,13 @@ impl RedisStore {
         slot.get_or_try_init(|| ConnectionManager::new_with_config(self.client.clone(), config))
             .await
             .cloned()
-            .map_err(describe)
+            .map_err(backend_error)
     }
 
     /// Runs `operation`, once more if the connection had dropped: the manager reconnects on
     /// that error, so a Redis restart costs a retry rather than a failed request. Every
     /// operation of the interface is idempotent, so retrying is safe.
-    async fn run<T, F, Fut>(&self, operation: F) -> Result<T, String>
+    async fn run<T, F, Fut>(&self, operation: F) -> Result<T, Error>
     where
         F: Fn(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
@@ -74,17 +75,17 @@ impl RedisStore {
         match operation(connection.clone()).await {
             Err(error) if error.is_connection_dropped() || error.is_io_error() => {
                 tracing::debug!("redis connection dropped, retrying once: {error}");
-                operation(connection).await.map_err(describe)
+                operation(connection).await.map_err(backend_error)
             }
-            result => result.map_err(describe),
+            result => result.map_err(backend_error),
         }
     }
 
-    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
         self.run(|mut c| async move { c.get(key).await }).await
     }
 
-    pub async fn set(&self, key: &str, value: Vec<u8>) -> Result<(), String> {
+    pub async fn set(&self, key: &str, value: Vec<u8>) -> Result<(), Error> {
         self.run(|mut c| {
             let value = value.clone();
             async move { c.set(key, value).await }
@@ -92,17 +93,18 @@ impl RedisStore {
         .await
     }
 
-    pub async fn delete(&self, key: &str) -> Result<(), String> {
+    pub async fn delete(&self, key: &str) -> Result<(), Error> {
         self.run(|mut c| async move { c.del(key).await }).await
     }
 
-    pub async fn exists(&self, key: &str) -> Result<bool, String> {
+    pub async fn exists(&self, key: &str) -> Result<bool, Error> {
         self.run(|mut c| async move { c.exists(key).await }).await
     }
 
-    /// Every key, by SCAN: unlike KEYS it never blocks Redis on a large keyspace.
-    pub async fn get_keys(&self) -> Result<Vec<String>, String> {
-        let mut keys = self.run(scan_all).await?;
+    /// Every key, by SCAN: unlike KEYS it never blocks Redis on a large keyspace. Stops with
+    /// Spin's error once the keys exceed `limit` bytes, before reading the rest.
+    pub async fn get_keys(&self, limit: usize) -> Result<Vec<String>, Error> {
+        let mut keys = self.run(|c| scan_all(c, limit)).await??;
         // SCAN may return a key more than once while the keyspace is rehashing.
         keys.sort_unstable();
         keys.dedup();
@@ -110,8 +112,12 @@ impl RedisStore {
     }
 }
 
-async fn scan_all(mut connection: ConnectionManager) -> redis::RedisResult<Vec<String>> {
+async fn scan_all(
+    mut connection: ConnectionManager,
+    limit: usize,
+) -> redis::RedisResult<Result<Vec<String>, Error>> {
     let mut keys = Vec::new();
+    let mut total = size_of::<Vec<String>>();
     let mut cursor: u64 = 0;
     loop {
         let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
@@ -120,14 +126,15 @@ async fn scan_all(mut connection: ConnectionManager) -> redis::RedisResult<Vec<S
             .arg(SCAN_BATCH)
             .query_async(&mut connection)
             .await?;
+        for key in &batch {
+            if let Err(error) = count_key(&mut total, key, limit) {
+                return Ok(Err(error));
+            }
+        }
         keys.extend(batch);
         if next == 0 {
-            return Ok(keys);
+            return Ok(Ok(keys));
         }
         cursor = next;
     }
-}
-
-fn describe(error: redis::RedisError) -> String {
-    format!("redis: {error}")
 }

@@ -1,20 +1,30 @@
-//! The HTTP front: accepts connections, routes each request to its component, enforces the
-//! request limits before any guest runs, logs and counts every request, and drains in-flight
-//! requests on shutdown.
+//! The HTTP front: accepts connections (HTTP/1.1 and cleartext HTTP/2 on one port, as Spin
+//! does), routes each request to its component, enforces the request limits before any guest
+//! runs, accounts for every request however it ends, and drains in-flight requests on
+//! shutdown. A panic in the host while handling a request costs that request a 500, not the
+//! process (the host profile unwinds).
+
+/// Request accounting: the in-flight gauge, counters and the access log, by drop guard.
+mod accounting;
+/// Spin's router and `spin-*` headers.
+pub mod routing;
 
 use crate::metrics::Metrics;
-use crate::routing::{Router, spin_headers};
 use crate::runtime::{Failure, Runtime};
+use accounting::{AccountedBody, RequestRecord};
 use bytes::BytesMut;
+use futures_util::FutureExt;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderName, HeaderValue};
-use hyper::server::conn::http1;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use routing::{Router, WELL_KNOWN_PREFIX, spin_headers};
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -29,6 +39,9 @@ pub struct ServerLimits {
     pub header_read_timeout: Duration,
     /// Time to read the request body.
     pub body_read_timeout: Duration,
+    /// Wall-clock time for one request, from arrival to the end of the guest's work: reading
+    /// the body and running the guest share this one clock.
+    pub request_timeout: Duration,
     /// After a shutdown signal, in-flight requests get this long to finish.
     pub drain_timeout: Duration,
 }
@@ -38,22 +51,23 @@ pub struct Server {
     pub router: Router,
     pub metrics: Arc<Metrics>,
     pub limits: ServerLimits,
+    /// The JSON of `/.well-known/spin/info`: the app's name and version, as Spin reports them.
+    pub app_info: String,
 }
 
 /// How much of an oversize request body is read and discarded before answering 413.
 const DRAIN_LIMIT: usize = 8 << 20;
-
-/// Route label for requests no trigger matched.
-const NO_ROUTE: &str = "none";
 
 impl Server {
     /// Serves `listener` until `shutdown` resolves, then stops accepting and waits up to the
     /// drain timeout for open requests to complete.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let graceful = GracefulShutdown::new();
-        let mut http = http1::Builder::new();
-        http.timer(TokioTimer::new())
+        let mut http = auto::Builder::new(TokioExecutor::new());
+        http.http1()
+            .timer(TokioTimer::new())
             .header_read_timeout(self.limits.header_read_timeout);
+        http.http2().timer(TokioTimer::new());
         tokio::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {
@@ -72,7 +86,10 @@ impl Server {
             let server = self.clone();
             let service =
                 hyper::service::service_fn(move |request| server.clone().handle(request, peer));
-            let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+            let connection = graceful.watch(
+                http.serve_connection(TokioIo::new(stream), service)
+                    .into_owned(),
+            );
             tokio::spawn(async move {
                 if let Err(error) = connection.await {
                     tracing::debug!(%peer, "connection closed: {error}");
@@ -93,78 +110,76 @@ impl Server {
         self: Arc<Self>,
         request: Request<Incoming>,
         peer: SocketAddr,
-    ) -> Result<Response<HyperOutgoingBody>, Infallible> {
-        let started = Instant::now();
-        let method = request.method().clone();
-        let path = request.uri().path().to_string();
-        self.metrics.in_flight.inc();
-        let (route, response) = self.dispatch(request, &path, peer).await;
-        self.metrics.in_flight.dec();
-        let elapsed = started.elapsed();
-        self.metrics.observe(route, response.status(), elapsed);
-        tracing::info!(
-            target: "access",
-            %method,
-            path,
-            status = response.status().as_u16(),
-            route,
-            micros = elapsed.as_micros() as u64,
-            %peer,
-        );
-        Ok(response)
+    ) -> Result<Response<AccountedBody<HyperOutgoingBody>>, Infallible> {
+        let mut record =
+            RequestRecord::start(&self.metrics, request.method(), request.uri().path(), peer);
+        let dispatch = self.dispatch(request, &mut record, peer);
+        let response = contain_panic(dispatch, &self.metrics).await;
+        Ok(record.head(response))
     }
 
-    /// Returns the matched route (for logs and metrics) and the response. `path` is the
-    /// request's path, copied once by the caller, which logs it too.
-    async fn dispatch<'s>(
-        &'s self,
+    /// Routes the request and runs its component; names the route in the record as soon as
+    /// it is known, so even a request the client abandons is counted under its route.
+    async fn dispatch(
+        &self,
         request: Request<Incoming>,
-        path: &str,
+        record: &mut RequestRecord,
         peer: SocketAddr,
-    ) -> (&'s str, Response<HyperOutgoingBody>) {
+    ) -> Response<HyperOutgoingBody> {
+        let deadline = record.arrived() + self.limits.request_timeout;
+        let uri = request.uri().clone();
+        let path = uri.path();
+        if let Some(well_known) = path.strip_prefix(WELL_KNOWN_PREFIX) {
+            let response = match well_known {
+                "health" => text_response(StatusCode::OK, "text/plain", "OK".into()),
+                "info" => text_response(StatusCode::OK, "application/json", self.app_info.clone()),
+                _ => not_found(path),
+            };
+            record.set_route(Arc::from(WELL_KNOWN_PREFIX));
+            return response;
+        }
         let Some(matched) = self.router.find(path) else {
-            let message = format!("no route matches {path}");
-            return (
-                NO_ROUTE,
-                error_response(StatusCode::NOT_FOUND, "not_found", &message),
-            );
+            return not_found(path);
         };
-        let (route, component) = (matched.raw_route, matched.component);
+        record.set_route(matched.raw_route().clone());
         let (mut parts, body) = request.into_parts();
-        let body = match self.read_body(&parts.headers, body).await {
+        let body = match self.read_body(&parts.headers, body, deadline).await {
             Ok(body) => body,
-            Err(response) => return (route, response),
+            Err(response) => return response,
         };
-        let host = match parts.headers.get(HOST) {
-            Some(host) => host.to_str().unwrap_or("localhost").to_string(),
-            None => {
-                // HTTP/1.0 clients may omit Host; wasi:http needs an authority.
-                parts
-                    .headers
-                    .insert(HOST, HeaderValue::from_static("localhost"));
-                "localhost".to_string()
-            }
+        // HTTP/2 carries the authority in the URI; HTTP/1.0 clients may send no Host at all.
+        let host = match parts.headers.get(HOST).and_then(|h| h.to_str().ok()) {
+            Some(host) => host.to_string(),
+            None => parts
+                .uri
+                .authority()
+                .map_or("localhost".to_string(), |a| a.to_string()),
         };
+        if !parts.headers.contains_key(HOST)
+            && let Ok(value) = HeaderValue::try_from(host.as_str())
+        {
+            parts.headers.insert(HOST, value);
+        }
         let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let full_url = format!("http://{host}{path_and_query}");
         remove_spin_headers(&mut parts.headers);
-        for (name, value) in spin_headers(&matched, &full_url, peer) {
+        for (name, value) in spin_headers(&matched, full_url, peer) {
             if let (Ok(name), Ok(value)) =
                 (HeaderName::try_from(name), HeaderValue::try_from(value))
             {
                 parts.headers.insert(name, value);
             }
         }
+        let component = matched.component();
         let request = Request::from_parts(parts, Full::new(body));
-        let response = match self
+        match self
             .runtime
-            .handle(component, request, self.metrics.clone())
+            .handle(component, request, deadline, self.metrics.clone())
             .await
         {
             Ok(response) => response,
             Err(failure) => self.failure_response(failure),
-        };
-        (route, response)
+        }
     }
 
     /// Reads the whole body within the size and time limits. Bodies are small for the APIs
@@ -173,10 +188,12 @@ impl Server {
     /// An oversize body is still read, and discarded, up to [`DRAIN_LIMIT`]: closing a
     /// connection with unread data makes the kernel reset it, and a client still writing
     /// would see that reset instead of the 413 (nginx's "lingering close" solves the same).
+    /// The read must end by the request's deadline too.
     async fn read_body(
         &self,
         headers: &hyper::HeaderMap,
         mut body: Incoming,
+        deadline: Instant,
     ) -> Result<Bytes, Response<HyperOutgoingBody>> {
         let max = self.limits.max_request_body;
         let too_large = || {
@@ -205,7 +222,8 @@ impl Server {
             }
             Ok::<_, hyper::Error>((kept.freeze(), received))
         };
-        match tokio::time::timeout(self.limits.body_read_timeout, read).await {
+        let read_by = deadline.min(Instant::now() + self.limits.body_read_timeout);
+        match tokio::time::timeout_at(read_by.into(), read).await {
             Ok(Ok((body, received))) if received <= max => Ok(body),
             Ok(Ok(_)) => Err(too_large()),
             Ok(Err(error)) => Err(error_response(
@@ -221,11 +239,12 @@ impl Server {
         }
     }
 
+    /// Traps and timeouts were counted and logged where they happened (the runtime).
     fn failure_response(&self, failure: Failure) -> Response<HyperOutgoingBody> {
-        tracing::warn!("request failed: {}", failure.describe());
         match failure {
             Failure::Overloaded => {
                 self.metrics.overloaded.inc();
+                tracing::warn!("request refused: {}", failure.describe());
                 let mut response = error_response(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "overloaded",
@@ -236,24 +255,51 @@ impl Server {
                     .insert("retry-after", HeaderValue::from_static("1"));
                 response
             }
-            Failure::Timeout => {
-                self.metrics.timeouts.inc();
-                error_response(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "deadline_exceeded",
-                    "the component did not answer in time",
-                )
-            }
-            Failure::Trap(_) => {
-                self.metrics.traps.inc();
-                error_response(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "component_failed",
-                    "the component failed to handle the request",
-                )
-            }
+            Failure::Timeout => error_response(
+                StatusCode::GATEWAY_TIMEOUT,
+                "deadline_exceeded",
+                "the component did not answer in time",
+            ),
+            Failure::Trap(_) => error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "component_failed",
+                "the component failed to handle the request",
+            ),
         }
     }
+}
+
+/// Runs `work`; if the host panics inside it, logs and counts the panic and answers 500 (the
+/// access log line that follows names the request).
+async fn contain_panic(
+    work: impl Future<Output = Response<HyperOutgoingBody>>,
+    metrics: &Metrics,
+) -> Response<HyperOutgoingBody> {
+    AssertUnwindSafe(work)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".into());
+            metrics.panics.inc();
+            tracing::error!("greeter-host panicked handling a request: {message}");
+            error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "the server failed to handle the request",
+            )
+        })
+}
+
+fn not_found(path: &str) -> Response<HyperOutgoingBody> {
+    error_response(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        &format!("no route matches {path}"),
+    )
 }
 
 /// Client-sent `spin-*` headers are dropped: the component must be able to trust them.
@@ -275,6 +321,14 @@ pub fn error_response(
     message: &str,
 ) -> Response<HyperOutgoingBody> {
     let body = serde_json::json!({ "error": { "code": code, "message": message } }).to_string();
+    text_response(status, "application/json", body)
+}
+
+fn text_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+) -> Response<HyperOutgoingBody> {
     let mut response = Response::new(
         Full::new(Bytes::from(body))
             .map_err(|never| match never {})
@@ -283,6 +337,36 @@ pub fn error_response(
     *response.status_mut() = status;
     response
         .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_host_panic_costs_one_request_a_500() {
+        let metrics = Metrics::default();
+        let panicking = async { panic!("a bug in the host") };
+        let response = contain_panic(panicking, &metrics).await;
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert!(String::from_utf8_lossy(&body).contains("\"internal_error\""));
+        assert!(metrics.encode().contains("greeter_host_panics_total 1"));
+        let fine = async { text_response(StatusCode::OK, "text/plain", "ok".into()) };
+        assert_eq!(contain_panic(fine, &metrics).await.status(), StatusCode::OK);
+    }
+
+    /// The unwinding that turns a host panic into a 500 must be in the profile the host
+    /// ships with (`panic = "abort"` there would take the process down instead).
+    #[test]
+    fn the_host_profile_unwinds() {
+        let manifest: toml::Table = toml::from_str(include_str!("../../../Cargo.toml")).unwrap();
+        let host = &manifest["profile"]["host"];
+        assert_eq!(
+            host.get("panic").and_then(toml::Value::as_str),
+            Some("unwind")
+        );
+    }
 }
