@@ -26,23 +26,16 @@ fn connect(host: &Host) -> TcpStream {
     stream
 }
 
-/// Waits until the metrics contain every line in `expected`; returns them.
-fn metrics_eventually(host: &Host, expected: &[&str]) -> String {
-    let started = Instant::now();
-    loop {
-        let metrics = get(host.metrics.as_ref().unwrap()).body;
-        if expected
+/// Waits until the metrics contain every line in `expected`.
+fn metrics_eventually(host: &Host, expected: &[&str]) {
+    let mut metrics = String::new();
+    let mut check = || {
+        metrics = get(host.metrics.as_ref().unwrap()).body;
+        expected
             .iter()
             .all(|line| metrics.lines().any(|l| l == *line))
-        {
-            return metrics;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "expected {expected:?} in:\n{metrics}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    };
+    eventually(&format!("{expected:?} in the metrics"), &mut check);
 }
 
 #[test]

@@ -56,17 +56,6 @@ fn all_ids(host: &Host) -> Vec<String> {
     }
 }
 
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !check() {
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "{what} did not happen in time"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn two_hosts_share_greetings_and_recover_from_a_redis_restart() {
     let dir = tempfile::tempdir().unwrap();

@@ -156,37 +156,24 @@ pub fn query_string(pairs: &[(&str, &str)]) -> String {
     encoded.join("&")
 }
 
-/// (scheme, `host[:port]`, path without a trailing `/`) of `http[s]://host[:port][/path]`;
-/// `None` for anything else (user info, a query, spaces, no host).
+/// (scheme, `host[:port]`, path without a trailing `/`) of `http[s]://host[:port][/path]`,
+/// read with the `http` crate's URI parser (so `[2001:db8::1]:8080` works); `None` for
+/// anything else (user info, a query, no host).
 fn parse_endpoint(endpoint: &str) -> Option<(String, String, String)> {
-    let (scheme, rest) = endpoint.split_once("://")?;
-    let scheme = scheme.to_ascii_lowercase();
-    if scheme != "http" && scheme != "https" {
+    let uri: http::Uri = endpoint.parse().ok()?;
+    let scheme = uri.scheme_str()?.to_ascii_lowercase();
+    let authority = uri.authority()?;
+    let plain = scheme == "http" || scheme == "https";
+    if !plain || authority.host().is_empty() || authority.as_str().contains('@') {
         return None;
     }
-    let (authority, path) = rest.find('/').map_or((rest, ""), |at| rest.split_at(at));
-    let valid = |text: &str| {
-        text.bytes()
-            .all(|byte| byte.is_ascii_graphic() && !b"?#@\\\"<>`{}|^".contains(&byte))
-    };
-    let host = authority
-        .rsplit_once(':')
-        .map_or(authority, |(host, port)| {
-            match !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) {
-                true => host,
-                false => authority,
-            }
-        });
-    if host.is_empty() || host.contains(':') && !host.starts_with('[') {
-        return None;
-    }
-    if !valid(authority) || !valid(path) {
+    if uri.query().is_some() || endpoint.ends_with('?') {
         return None;
     }
     Some((
         scheme,
-        authority.to_ascii_lowercase(),
-        path.trim_end_matches('/').to_owned(),
+        authority.as_str().to_ascii_lowercase(),
+        uri.path().trim_end_matches('/').to_owned(),
     ))
 }
 
@@ -194,16 +181,16 @@ fn parse_endpoint(endpoint: &str) -> Option<(String, String, String)> {
 /// endpoint's host is a name, not an IP address.
 fn fits_in_a_host_name(bucket: &str, authority: &str) -> bool {
     let host = authority
-        .rsplit_once(':')
-        .map_or(authority, |(host, _)| host);
-    let is_ip = host.starts_with('[') || host.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+        .parse::<http::uri::Authority>()
+        .map_or(String::new(), |a| a.host().to_owned());
+    let is_ip = host.starts_with('[') || host.parse::<std::net::Ipv4Addr>().is_ok();
     let bucket_ok = (3..=63).contains(&bucket.len())
         && bucket
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
         && !bucket.starts_with(['-', '.'])
         && !bucket.ends_with(['-', '.']);
-    !is_ip && bucket_ok
+    !host.is_empty() && !is_ip && bucket_ok
 }
 
 fn not_configured(message: String) -> ApiError {
@@ -348,6 +335,10 @@ mod tests {
         assert_eq!(
             config(&[("s3_endpoint", "http://[::1]:9000")]).bucket_url(),
             "http://[::1]:9000/uploads"
+        );
+        assert_eq!(
+            config(&[("s3_endpoint", "http://[2001:db8::1]:8080/s3")]).object_url("k"),
+            "http://[2001:db8::1]:8080/s3/uploads/k"
         );
     }
 

@@ -256,3 +256,15 @@ pub fn send(method: &str, url: &str, content_type: &str, body: &[u8]) -> Reply {
 pub fn post_json(url: &str, body: &serde_json::Value) -> Reply {
     send("POST", url, "application/json", body.to_string().as_bytes())
 }
+
+/// Waits (up to 15 s) until `check` holds; `what` names it if it never does.
+pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !check() {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{what} did not happen in time"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
