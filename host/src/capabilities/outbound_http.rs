@@ -288,9 +288,16 @@ impl WasiHttpHooks for OutboundHttpState {
 }
 
 /// Spin reports a name that does not resolve as `DNS-error` with rcode "address not
-/// available" and info code 0; wasmtime's client leaves the info code out.
+/// available" and info code 0, and a TLS name that is not a DNS name as "invalid dns name"
+/// with info code 0; wasmtime's client leaves the info codes out. Every other error is
+/// already the code Spin gives.
 fn as_spin_reports_it(error: Error) -> Error {
+    let dns_error = |rcode: &str| Error::DnsError {
+        rcode: Some(rcode.to_string()),
+        info_code: Some(0),
+    };
     match &error {
+        Error::InvalidDnsNameError(_) => dns_error("invalid dns name"),
         Error::Connect(io)
             if io.kind() == std::io::ErrorKind::AddrNotAvailable
                 || io
@@ -298,10 +305,7 @@ fn as_spin_reports_it(error: Error) -> Error {
                     .starts_with("failed to lookup address information") =>
         {
             tracing::debug!("outbound request: cannot resolve the host: {io}");
-            Error::DnsError {
-                rcode: Some("address not available".to_string()),
-                info_code: Some(0),
-            }
+            dns_error("address not available")
         }
         _ => error,
     }
@@ -375,6 +379,20 @@ mod tests {
         assert!(allows(&["redis://cache"], "redis://cache:6379"));
         assert!(error_of("ftp://files").contains(
             "no port was provided and the scheme \"ftp\" does not have a known default port number"
+        ));
+    }
+
+    #[test]
+    fn connection_errors_carry_spins_codes() {
+        let unresolved = std::io::Error::other("failed to lookup address information: nope");
+        assert!(matches!(
+            as_spin_reports_it(Error::Connect(unresolved)),
+            Error::DnsError { rcode: Some(r), info_code: Some(0) } if r == "address not available"
+        ));
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(matches!(
+            as_spin_reports_it(Error::Connect(refused)),
+            Error::Connect(_)
         ));
     }
 
