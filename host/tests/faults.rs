@@ -89,6 +89,11 @@ fn every_fault_fails_alone_while_good_traffic_continues() {
     let metrics = get(host.metrics.as_ref().unwrap()).body;
     assert!(metrics.contains("greeter_traps_total 2"), "{metrics}");
     assert!(metrics.contains("greeter_timeouts_total 1"), "{metrics}");
+    // Every response that got a head was sent whole: the faults struck before it.
+    assert!(
+        metrics.contains("greeter_broken_responses_total 0"),
+        "{metrics}"
+    );
     assert!(
         metrics.contains("greeter_http_requests_total{route=\"/...\",status=\"413\"} 1"),
         "{metrics}"
