@@ -10,7 +10,6 @@ use crate::capabilities::key_value::{self, KeyValueState, Stores};
 use crate::capabilities::outbound_http::{AllowedHosts, OutboundHttpState};
 use crate::capabilities::variables::{self, ComponentVariables, VariablesState};
 use anyhow::Result;
-use http_body_util::BodyExt;
 use hyper::body::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use std::pin::Pin;
@@ -152,7 +151,7 @@ impl Runtime {
         request: hyper::Request<http_body_util::Full<Bytes>>,
         deadline: Instant,
         observer: Arc<dyn Observer>,
-    ) -> Result<hyper::Response<HyperOutgoingBody>, Failure> {
+    ) -> Result<hyper::Response<ResponseBody>, Failure> {
         let wait = self
             .queue_timeout
             .min(deadline.saturating_duration_since(Instant::now()));
@@ -195,7 +194,10 @@ impl Runtime {
             failure
         };
         match response.await {
-            Ok(Ok(response)) => Ok(response.map(|body| GuestBody { body, outcome }.boxed_unsync())),
+            Ok(Ok(response)) => Ok(response.map(|body| ResponseBody {
+                body,
+                outcome: Some(outcome),
+            })),
             Ok(Err(code)) => Err(protocol_failure(format!(
                 "the component answered with error {code:?}"
             ))),
@@ -289,16 +291,32 @@ const RUNNING: u8 = 0;
 const FINISHED: u8 = 1;
 const FAILED: u8 = 2;
 
-/// A guest's response body. When a guest fails mid-body, its instance is dropped and
-/// wasmtime's body simply ends; this turns that end into an error, so hyper cuts the
-/// connection (no final chunk, or an HTTP/2 reset) instead of passing a truncated body off as
-/// complete.
-struct GuestBody {
+/// A response body, a guest's or one the host made. When a guest fails mid-body, its
+/// instance is dropped and wasmtime's body simply ends; this turns that end into an error, so
+/// hyper cuts the connection (no final chunk, or an HTTP/2 reset) instead of passing a
+/// truncated body off as complete.
+pub struct ResponseBody {
     body: HyperOutgoingBody,
-    outcome: Arc<AtomicU8>,
+    /// The guest task's state; `None` for a body the host made.
+    outcome: Option<Arc<AtomicU8>>,
 }
 
-impl Body for GuestBody {
+impl ResponseBody {
+    pub fn from_host(body: HyperOutgoingBody) -> ResponseBody {
+        ResponseBody {
+            body,
+            outcome: None,
+        }
+    }
+
+    fn guest_failed(&self) -> bool {
+        self.outcome
+            .as_ref()
+            .is_some_and(|outcome| outcome.load(Ordering::Acquire) == FAILED)
+    }
+}
+
+impl Body for ResponseBody {
     type Data = Bytes;
     type Error = wasmtime_wasi_http::Error;
 
@@ -307,7 +325,7 @@ impl Body for GuestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match Pin::new(&mut self.body).poll_frame(cx) {
-            Poll::Ready(None) if self.outcome.load(Ordering::Acquire) == FAILED => {
+            Poll::Ready(None) if self.guest_failed() => {
                 Poll::Ready(Some(Err(wasmtime_wasi_http::Error::InternalError(Some(
                     "the component failed before finishing the response body".into(),
                 )))))

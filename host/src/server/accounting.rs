@@ -27,7 +27,8 @@ pub struct RequestRecord {
     method: Method,
     path: String,
     peer: SocketAddr,
-    route: Arc<str>,
+    /// `None` until a route matched: logged and counted as [`NO_ROUTE`].
+    route: Option<Arc<str>>,
     /// Set when the response head is ready.
     status: Option<u16>,
     body_bytes: u64,
@@ -53,7 +54,7 @@ impl RequestRecord {
             method: method.clone(),
             path: path.to_string(),
             peer,
-            route: Arc::from(NO_ROUTE),
+            route: None,
             status: None,
             body_bytes: 0,
             ending: Ending::Cut,
@@ -65,7 +66,11 @@ impl RequestRecord {
     }
 
     pub fn set_route(&mut self, route: Arc<str>) {
-        self.route = route;
+        self.route = Some(route);
+    }
+
+    fn route(&self) -> &str {
+        self.route.as_deref().unwrap_or(NO_ROUTE)
     }
 
     /// The response head is ready: from here the body carries the record.
@@ -73,10 +78,15 @@ impl RequestRecord {
     where
         B: Body,
     {
-        self.status = Some(response.status().as_u16());
+        let status = response.status();
+        self.status = Some(status.as_u16());
         self.metrics
-            .observe_head(&self.route, self.started.elapsed());
-        if response.body().is_end_stream() {
+            .observe_head(self.route(), self.started.elapsed());
+        // hyper never polls these bodies: nothing of them is sent.
+        let bodiless = self.method == Method::HEAD
+            || status == hyper::StatusCode::NO_CONTENT
+            || status == hyper::StatusCode::NOT_MODIFIED;
+        if bodiless || response.body().is_end_stream() {
             self.ending = Ending::Complete;
         }
         response.map(|body| AccountedBody { body, record: self })
@@ -88,25 +98,24 @@ impl Drop for RequestRecord {
         let metrics = &self.metrics;
         metrics.in_flight.dec();
         let status = self.status.unwrap_or(CLIENT_CLOSED_REQUEST);
-        metrics.count(&self.route, status);
+        let route = self.route();
+        metrics.count(route, status);
+        let (method, path, peer) = (&self.method, &self.path, self.peer);
+        let micros = self.started.elapsed().as_micros() as u64;
+        let bytes = self.body_bytes;
         let ending = match (&self.status, &self.ending) {
+            (Some(_), Ending::Complete) => {
+                tracing::info!(target: "access", %method, path, status, route, micros, bytes, %peer);
+                return;
+            }
             (None, _) => "client closed the request before the response".to_string(),
-            (Some(_), Ending::Complete) => "complete".to_string(),
             (Some(_), Ending::Cut) => "response cut off: the client left".to_string(),
             (Some(_), Ending::Failed(error)) => format!("response body failed: {error}"),
         };
-        let broken = self.status.is_some() && self.ending != Ending::Complete;
-        if broken {
+        if self.status.is_some() {
             metrics.broken_responses.inc();
         }
-        let route = &*self.route;
-        let (method, path, peer) = (&self.method, &self.path, self.peer);
-        let micros = self.started.elapsed().as_micros() as u64;
-        if broken || self.status.is_none() {
-            tracing::warn!(target: "access", %method, path, status, route, micros, bytes = self.body_bytes, %peer, ending);
-        } else {
-            tracing::info!(target: "access", %method, path, status, route, micros, bytes = self.body_bytes, %peer);
-        }
+        tracing::warn!(target: "access", %method, path, status, route, micros, bytes, %peer, ending);
     }
 }
 
@@ -179,6 +188,19 @@ mod tests {
         metrics.encode().contains(&format!(
             "greeter_http_requests_total{{route=\"/...\",status=\"{status}\"}} 1"
         ))
+    }
+
+    #[test]
+    fn a_head_request_is_complete_without_its_body_being_polled() {
+        let metrics = Arc::new(Metrics::default());
+        let peer = "127.0.0.1:1".parse().unwrap();
+        let record = RequestRecord::start(&metrics, &Method::HEAD, "/x", peer);
+        drop(record.head(hyper::Response::new(Full::new(Bytes::from("unsent")))));
+        assert!(
+            metrics
+                .encode()
+                .contains("greeter_broken_responses_total 0")
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ mod accounting;
 pub mod routing;
 
 use crate::metrics::Metrics;
-use crate::runtime::{Failure, Runtime};
+use crate::runtime::{Failure, ResponseBody, Runtime};
 use accounting::{AccountedBody, RequestRecord};
 use bytes::BytesMut;
 use futures_util::FutureExt;
@@ -28,7 +28,6 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 /// Limits applied by the server itself, before a component is involved.
 #[derive(Debug, Clone)]
@@ -110,7 +109,7 @@ impl Server {
         self: Arc<Self>,
         request: Request<Incoming>,
         peer: SocketAddr,
-    ) -> Result<Response<AccountedBody<HyperOutgoingBody>>, Infallible> {
+    ) -> Result<Response<AccountedBody<ResponseBody>>, Infallible> {
         let mut record =
             RequestRecord::start(&self.metrics, request.method(), request.uri().path(), peer);
         let dispatch = self.dispatch(request, &mut record, peer);
@@ -125,7 +124,7 @@ impl Server {
         request: Request<Incoming>,
         record: &mut RequestRecord,
         peer: SocketAddr,
-    ) -> Response<HyperOutgoingBody> {
+    ) -> Response<ResponseBody> {
         let deadline = record.arrived() + self.limits.request_timeout;
         let uri = request.uri().clone();
         let path = uri.path();
@@ -194,7 +193,7 @@ impl Server {
         headers: &hyper::HeaderMap,
         mut body: Incoming,
         deadline: Instant,
-    ) -> Result<Bytes, Response<HyperOutgoingBody>> {
+    ) -> Result<Bytes, Response<ResponseBody>> {
         let max = self.limits.max_request_body;
         let too_large = || {
             let message = format!("the request body exceeds {max} bytes");
@@ -240,7 +239,7 @@ impl Server {
     }
 
     /// Traps and timeouts were counted and logged where they happened (the runtime).
-    fn failure_response(&self, failure: Failure) -> Response<HyperOutgoingBody> {
+    fn failure_response(&self, failure: Failure) -> Response<ResponseBody> {
         match failure {
             Failure::Overloaded => {
                 self.metrics.overloaded.inc();
@@ -272,9 +271,9 @@ impl Server {
 /// Runs `work`; if the host panics inside it, logs and counts the panic and answers 500 (the
 /// access log line that follows names the request).
 async fn contain_panic(
-    work: impl Future<Output = Response<HyperOutgoingBody>>,
+    work: impl Future<Output = Response<ResponseBody>>,
     metrics: &Metrics,
-) -> Response<HyperOutgoingBody> {
+) -> Response<ResponseBody> {
     AssertUnwindSafe(work)
         .catch_unwind()
         .await
@@ -294,7 +293,7 @@ async fn contain_panic(
         })
 }
 
-fn not_found(path: &str) -> Response<HyperOutgoingBody> {
+fn not_found(path: &str) -> Response<ResponseBody> {
     error_response(
         StatusCode::NOT_FOUND,
         "not_found",
@@ -315,11 +314,7 @@ fn remove_spin_headers(headers: &mut hyper::HeaderMap) {
 }
 
 /// The JSON error shape the app itself uses: `{"error": {"code", "message"}}`.
-pub fn error_response(
-    status: StatusCode,
-    code: &str,
-    message: &str,
-) -> Response<HyperOutgoingBody> {
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response<ResponseBody> {
     let body = serde_json::json!({ "error": { "code": code, "message": message } }).to_string();
     text_response(status, "application/json", body)
 }
@@ -328,12 +323,12 @@ fn text_response(
     status: StatusCode,
     content_type: &'static str,
     body: String,
-) -> Response<HyperOutgoingBody> {
-    let mut response = Response::new(
+) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::from_host(
         Full::new(Bytes::from(body))
             .map_err(|never| match never {})
             .boxed_unsync(),
-    );
+    ));
     *response.status_mut() = status;
     response
         .headers_mut()
