@@ -6,8 +6,8 @@
 //! line is written, with the whole duration and how the response ended.
 
 use crate::metrics::Metrics;
-use hyper::Method;
 use hyper::body::{Body, Bytes, Frame, SizeHint};
+use hyper::{Method, Uri};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,7 +25,8 @@ pub struct RequestRecord {
     metrics: Arc<Metrics>,
     started: Instant,
     method: Method,
-    path: String,
+    /// The request's URI: a cheap, shared copy (its bytes are reference-counted).
+    uri: Uri,
     peer: SocketAddr,
     /// `None` until a route matched: logged and counted as [`NO_ROUTE`].
     route: Option<Arc<str>>,
@@ -46,13 +47,13 @@ enum Ending {
 }
 
 impl RequestRecord {
-    pub fn start(metrics: &Arc<Metrics>, method: &Method, path: &str, peer: SocketAddr) -> Self {
+    pub fn start(metrics: &Arc<Metrics>, method: &Method, uri: &Uri, peer: SocketAddr) -> Self {
         metrics.in_flight.inc();
         RequestRecord {
             metrics: metrics.clone(),
             started: Instant::now(),
             method: method.clone(),
-            path: path.to_string(),
+            uri: uri.clone(),
             peer,
             route: None,
             status: None,
@@ -100,7 +101,7 @@ impl Drop for RequestRecord {
         let status = self.status.unwrap_or(CLIENT_CLOSED_REQUEST);
         let route = self.route();
         metrics.count(route, status);
-        let (method, path, peer) = (&self.method, &self.path, self.peer);
+        let (method, path, peer) = (&self.method, self.uri.path(), self.peer);
         let micros = self.started.elapsed().as_micros() as u64;
         let bytes = self.body_bytes;
         let ending = match (&self.status, &self.ending) {
@@ -179,7 +180,7 @@ mod tests {
 
     fn record(metrics: &Arc<Metrics>) -> RequestRecord {
         let peer = "127.0.0.1:1".parse().unwrap();
-        let mut record = RequestRecord::start(metrics, &Method::GET, "/x", peer);
+        let mut record = RequestRecord::start(metrics, &Method::GET, &Uri::from_static("/x"), peer);
         record.set_route(Arc::from("/..."));
         record
     }
@@ -194,7 +195,7 @@ mod tests {
     fn a_head_request_is_complete_without_its_body_being_polled() {
         let metrics = Arc::new(Metrics::default());
         let peer = "127.0.0.1:1".parse().unwrap();
-        let record = RequestRecord::start(&metrics, &Method::HEAD, "/x", peer);
+        let record = RequestRecord::start(&metrics, &Method::HEAD, &Uri::from_static("/x"), peer);
         drop(record.head(hyper::Response::new(Full::new(Bytes::from("unsent")))));
         assert!(
             metrics

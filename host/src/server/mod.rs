@@ -110,8 +110,7 @@ impl Server {
         request: Request<Incoming>,
         peer: SocketAddr,
     ) -> Result<Response<AccountedBody<ResponseBody>>, Infallible> {
-        let mut record =
-            RequestRecord::start(&self.metrics, request.method(), request.uri().path(), peer);
+        let mut record = RequestRecord::start(&self.metrics, request.method(), request.uri(), peer);
         let dispatch = self.dispatch(request, &mut record, peer);
         let response = contain_panic(dispatch, &self.metrics).await;
         Ok(record.head(response))
