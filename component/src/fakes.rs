@@ -9,14 +9,17 @@ use serde_json::Value;
 use crate::http::{JSON, Request, Response};
 use crate::platform::{
     Clock, KeyValue, Outbound, OutboundError, OutboundRequest, OutboundResponse, Platform, Random,
-    StoreError, Variables,
+    StoreError, Variables, counter_value,
 };
 
-/// A key-value store in memory; `down` makes every call fail like an unreachable Redis.
+/// A key-value store in memory; `down` makes every call fail like an unreachable Redis, and
+/// `calls_left` (when set) lets only that many more calls through, as if the process died
+/// there.
 #[derive(Default)]
 pub struct MemoryStore {
     entries: RefCell<BTreeMap<String, Vec<u8>>>,
     pub down: Cell<bool>,
+    pub calls_left: Cell<Option<usize>>,
 }
 
 impl MemoryStore {
@@ -32,9 +35,17 @@ impl MemoryStore {
     }
 
     fn available(&self) -> Result<(), StoreError> {
-        match self.down.get() {
-            true => Err(StoreError("connection refused".into())),
-            false => Ok(()),
+        let refused = || Err(StoreError("connection refused".into()));
+        if self.down.get() {
+            return refused();
+        }
+        match self.calls_left.get() {
+            Some(0) => refused(),
+            Some(left) => {
+                self.calls_left.set(Some(left - 1));
+                Ok(())
+            }
+            None => Ok(()),
         }
     }
 }
@@ -67,6 +78,42 @@ impl KeyValue for MemoryStore {
     fn get_keys(&self) -> Result<Vec<String>, StoreError> {
         self.available()?;
         Ok(self.entries.borrow().keys().cloned().collect())
+    }
+
+    fn set_many(&self, pairs: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        self.available()?;
+        let mut entries = self.entries.borrow_mut();
+        for (key, value) in pairs {
+            entries.insert(key.clone(), value.clone());
+        }
+        Ok(())
+    }
+
+    /// Counters as Spin's SQLite store keeps them.
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
+        self.available()?;
+        let mut entries = self.entries.borrow_mut();
+        let count = entries.get(key).map_or(Some(0), |v| counter_value(v));
+        let sum = count.ok_or_else(|| StoreError("not a counter".into()))? + delta;
+        entries.insert(key.to_owned(), sum.to_le_bytes().to_vec());
+        Ok(sum)
+    }
+
+    fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: &[u8],
+        value: &[u8],
+    ) -> Result<bool, StoreError> {
+        self.available()?;
+        let mut entries = self.entries.borrow_mut();
+        match entries.get_mut(key) {
+            Some(current) if current == expected => {
+                *current = value.to_vec();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 }
 

@@ -1,8 +1,10 @@
-//! Greeting records in the key-value store, one JSON value per key `greeting:<id>`.
+//! Greeting records in the key-value store, one JSON value per key `greeting:<id>`, each with
+//! its position in the [greeting log](crate::greeting_log), which lists them newest first.
 //!
-//! There is no index key: several hosts write to one store, which has no compare-and-swap, so
-//! a read-modify-write index would lose updates. Listing reads the store's keys instead, all
-//! of them for every page: fine for thousands of greetings, not for millions.
+//! A record and its log entry are written together; a record is replaced and a log entry
+//! blanked only by compare-and-swap, so concurrent writers on several hosts lose nothing.
+//! Records from before the log (no position) are given one by [`backfill`] before the first
+//! listing or creation that finds the log not yet backfilled.
 
 use std::fmt;
 
@@ -10,14 +12,19 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::errors::{ApiError, ErrorCode};
+use crate::greeting_log;
 use crate::ids::GreetingId;
 use crate::limits::{MESSAGE_MAX_CHARS, NAME_CHARS};
-use crate::pagination::{PageRequest, select_page};
+use crate::pagination::PageRequest;
 use crate::platform::{KeyValue, Platform};
 use crate::timestamp::rfc3339_millis;
 use crate::validation::check_length;
 
 const KEY_PREFIX: &str = "greeting:";
+/// Present once every record written before the log has a position.
+const BACKFILLED_KEY: &str = "greeting-log:backfilled";
+/// How often a replace or a backfill retries a record that another writer changed meanwhile.
+const MAX_SWAP_ATTEMPTS: usize = 16;
 
 /// A stored greeting.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -46,6 +53,16 @@ pub struct GreetingInput {
     /// Defaults to `Hello, {name}!`.
     #[schema(max_length = 280, example = "Good morning, Ada!")]
     pub message: Option<String>,
+}
+
+/// A greeting as stored: the record and its log position (absent in records written before
+/// the log, which older versions still read, since they ignore unknown fields).
+#[derive(Debug, Serialize, Deserialize)]
+struct Stored {
+    #[serde(flatten)]
+    greeting: Greeting,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    position: Option<u64>,
 }
 
 /// One page of greetings, newest first.
@@ -79,6 +96,8 @@ impl GreetingInput {
 
 pub fn create(platform: Platform, input: GreetingInput) -> Result<Greeting, ApiError> {
     let (name, message) = input.into_valid()?;
+    let store = platform.store;
+    backfill(store)?;
     let now = platform.clock.now_unix_ms();
     let id = GreetingId::new(now, platform.random.random_u128());
     let created_at = rfc3339_millis(now);
@@ -89,53 +108,128 @@ pub fn create(platform: Platform, input: GreetingInput) -> Result<Greeting, ApiE
         updated_at: created_at.clone(),
         created_at,
     };
-    save(platform.store, id, &greeting)?;
-    Ok(greeting)
+    let position = greeting_log::take_position(store)?;
+    let stored = Stored {
+        greeting,
+        position: Some(position),
+    };
+    store.set_many(&[
+        (key(id), encode(&stored)?),
+        greeting_log::entry(position, id),
+    ])?;
+    Ok(stored.greeting)
 }
 
 /// The greeting `id`; 404 when there is none (including ids that are not ULIDs).
 pub fn find(store: &dyn KeyValue, id: &str) -> Result<Greeting, ApiError> {
     let id = parse_id(id)?;
-    load(store, id)?.ok_or_else(|| not_found(id))
+    Ok(load(store, id)?.ok_or_else(|| not_found(id))?.1.greeting)
 }
 
-/// Replaces the name and message of greeting `id`, keeping its id and `created_at`.
+/// Replaces the name and message of greeting `id`, keeping its id, `created_at` and position.
+/// A swap, so that a greeting deleted meanwhile stays deleted.
 pub fn replace(platform: Platform, id: &str, input: GreetingInput) -> Result<Greeting, ApiError> {
     let (name, message) = input.into_valid()?;
     let id = parse_id(id)?;
-    let mut greeting = load(platform.store, id)?.ok_or_else(|| not_found(id))?;
-    greeting.name = name;
-    greeting.message = message;
-    greeting.updated_at = rfc3339_millis(platform.clock.now_unix_ms());
-    save(platform.store, id, &greeting)?;
-    Ok(greeting)
+    for _ in 0..MAX_SWAP_ATTEMPTS {
+        let (old, mut stored) = load(platform.store, id)?.ok_or_else(|| not_found(id))?;
+        stored.greeting.name.clone_from(&name);
+        stored.greeting.message.clone_from(&message);
+        stored.greeting.updated_at = rfc3339_millis(platform.clock.now_unix_ms());
+        if platform
+            .store
+            .compare_and_swap(&key(id), &old, &encode(&stored)?)?
+        {
+            return Ok(stored.greeting);
+        }
+    }
+    Err(busy(id))
 }
 
+/// Blanks the greeting's log entry, then removes the record: a crash in between leaves a
+/// greeting that is no longer listed and that a second DELETE removes.
 pub fn delete(store: &dyn KeyValue, id: &str) -> Result<(), ApiError> {
     let id = parse_id(id)?;
-    if !store.exists(&key(id))? {
-        return Err(not_found(id));
+    let (_, stored) = load(store, id)?.ok_or_else(|| not_found(id))?;
+    if let Some(position) = stored.position {
+        greeting_log::remove(store, position, id)?;
     }
     Ok(store.delete(&key(id))?)
 }
 
-/// A page of greetings, newest first. Records deleted while the page is read are skipped.
+/// A page of greetings, newest first. A log entry counts only if its record is still there
+/// with that position, so deleted greetings and entries a crash left behind are skipped.
 pub fn list(store: &dyn KeyValue, request: PageRequest) -> Result<GreetingPage, ApiError> {
+    backfill(store)?;
+    // One more than the page, to know whether another page follows.
+    let mut found =
+        greeting_log::newest_first(store, request.cursor, request.limit + 1, |position, id| {
+            Ok(load(store, id)?
+                .map(|(_, stored)| stored)
+                .filter(|stored| stored.position == Some(position))
+                .map(|stored| stored.greeting))
+        })?;
+    let more = found.len() > request.limit;
+    found.truncate(request.limit);
+    let next_cursor = found
+        .last()
+        .filter(|_| more)
+        .map(|(position, _)| position.to_string());
+    Ok(GreetingPage {
+        items: found.into_iter().map(|(_, greeting)| greeting).collect(),
+        next_cursor,
+    })
+}
+
+/// Gives every record without a position one, oldest first, once per store: the upgrade
+/// from the version without a log. Several hosts may run it at once: a record takes a
+/// position by swap, and the loser's entry is abandoned. Until it has finished (it reads every
+/// key, once), every listing and creation tries again.
+pub fn backfill(store: &dyn KeyValue) -> Result<(), ApiError> {
+    if store.exists(BACKFILLED_KEY)? {
+        return Ok(());
+    }
     let mut ids: Vec<GreetingId> = store
         .get_keys()?
         .iter()
         .filter_map(|key| key.strip_prefix(KEY_PREFIX).and_then(GreetingId::parse))
         .collect();
-    ids.sort_unstable_by(|a, b| b.cmp(a));
-    let page = select_page(&ids, request);
-    let mut items = Vec::with_capacity(page.items.len());
-    for &id in page.items {
-        items.extend(load(store, id)?);
+    ids.sort_unstable();
+    for id in ids {
+        give_position(store, id)?;
     }
-    Ok(GreetingPage {
-        items,
-        next_cursor: page.next_cursor.as_ref().map(ToString::to_string),
-    })
+    Ok(store.set(BACKFILLED_KEY, b"1")?)
+}
+
+fn give_position(store: &dyn KeyValue, id: GreetingId) -> Result<(), ApiError> {
+    for _ in 0..MAX_SWAP_ATTEMPTS {
+        let Some((old, mut stored)) = load_lenient(store, id)? else {
+            return Ok(());
+        };
+        if stored.position.is_some() {
+            return Ok(());
+        }
+        let position = greeting_log::take_position(store)?;
+        let (entry_key, entry) = greeting_log::entry(position, id);
+        store.set(&entry_key, &entry)?;
+        stored.position = Some(position);
+        if store.compare_and_swap(&key(id), &old, &encode(&stored)?)? {
+            return Ok(());
+        }
+        greeting_log::abandon(store, position)?;
+    }
+    Err(busy(id))
+}
+
+/// Like [`load`], but a corrupt record is left as it is (a GET of it is a 500 as before).
+fn load_lenient(
+    store: &dyn KeyValue,
+    id: GreetingId,
+) -> Result<Option<(Vec<u8>, Stored)>, ApiError> {
+    match load(store, id) {
+        Err(error) if error.code == ErrorCode::InternalError => Ok(None),
+        other => other,
+    }
 }
 
 fn key(id: GreetingId) -> String {
@@ -150,22 +244,32 @@ fn not_found(id: impl fmt::Display) -> ApiError {
     ApiError::new(ErrorCode::NotFound, format!("No greeting has the id {id}."))
 }
 
-fn load(store: &dyn KeyValue, id: GreetingId) -> Result<Option<Greeting>, ApiError> {
+fn busy(id: GreetingId) -> ApiError {
+    let message = format!("The greeting {id} kept changing; try again.");
+    ApiError::new(ErrorCode::StoreUnavailable, message)
+}
+
+/// The stored bytes of greeting `id` (what a swap expects) and the record they hold.
+fn load(store: &dyn KeyValue, id: GreetingId) -> Result<Option<(Vec<u8>, Stored)>, ApiError> {
     let Some(value) = store.get(&key(id))? else {
         return Ok(None);
     };
-    serde_json::from_slice(&value).map(Some).map_err(|error| {
+    let stored = decode(id, &value)?;
+    Ok(Some((value, stored)))
+}
+
+fn decode(id: GreetingId, value: &[u8]) -> Result<Stored, ApiError> {
+    serde_json::from_slice(value).map_err(|error| {
         let message = format!("The stored greeting {id} is not a valid record: {error}.");
         ApiError::new(ErrorCode::InternalError, message)
     })
 }
 
-fn save(store: &dyn KeyValue, id: GreetingId, greeting: &Greeting) -> Result<(), ApiError> {
-    let value = serde_json::to_vec(greeting).map_err(|error| {
+fn encode(stored: &Stored) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(stored).map_err(|error| {
         ApiError::new(
             ErrorCode::InternalError,
             format!("Cannot encode a greeting: {error}."),
         )
-    })?;
-    Ok(store.set(&key(id), &value)?)
+    })
 }

@@ -15,6 +15,7 @@ mod router; // route table -> handler; 404 and 405
 mod routes; // every route: handler, OpenAPI annotation, the table itself
 
 // What the routes do.
+mod greeting_log; // the index that lists greetings newest first, a page at a time
 mod greetings; // greeting records in the key-value store
 mod mirror; // reverse a word and swap its case
 mod pagination; // cursor pages of the greeting list

@@ -256,6 +256,8 @@ mod tests {
             (&limit["minimum"], &limit["maximum"]),
             (&1.into(), &LIST_LIMIT_MAX.into())
         );
+        let cursor = parameter("/api/greetings", "cursor");
+        assert_eq!(cursor["pattern"], crate::pagination::CURSOR_PATTERN);
         let bytes = parameter("/api/upload-random", "bytes");
         assert_eq!(
             (&bytes["minimum"], &bytes["maximum"]),

@@ -1,8 +1,9 @@
 //! What the app needs from the platform, as small traits: Spin implements them in the
 //! adapter, tests with in-memory fakes, so the logic is deterministic.
 
-/// The key-value store `default` (Spin's `fermyon:spin/key-value` semantics). Every call may
-/// fail, e.g. when the store cannot be opened or its Redis is down.
+/// The key-value store `default`: Spin's `fermyon:spin/key-value` for single keys, the draft
+/// `wasi:keyvalue` atomics and batch for the rest (what Spin 3.x serves on SQLite and Redis
+/// alike). Every call may fail, e.g. when the store cannot be opened or its Redis is down.
 pub trait KeyValue {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
@@ -11,6 +12,29 @@ pub trait KeyValue {
     fn exists(&self, key: &str) -> Result<bool, StoreError>;
     /// Every key in the store, in no particular order.
     fn get_keys(&self) -> Result<Vec<String>, StoreError>;
+    /// Stores every pair, all or none.
+    fn set_many(&self, pairs: &[(String, Vec<u8>)]) -> Result<(), StoreError>;
+    /// Adds `delta` to the counter under `key` (absent counts as 0), atomically; the sum.
+    /// Read back with [`counter_value`]: each backend stores counters its own way.
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError>;
+    /// Replaces the value under `key` with `value` if it is still `expected`, atomically;
+    /// whether it did (false also when the key is absent).
+    fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: &[u8],
+        value: &[u8],
+    ) -> Result<bool, StoreError>;
+}
+
+/// A counter written by [`KeyValue::increment`] as `get` returns it: Spin's SQLite store keeps
+/// eight bytes, little-endian, its Redis store decimal text (INCRBY). The two cannot be
+/// confused: the top byte of a little-endian count below 2^56 is zero, never a digit.
+pub fn counter_value(stored: &[u8]) -> Option<i64> {
+    if !stored.is_empty() && stored.iter().all(|b| b.is_ascii_digit() || *b == b'-') {
+        return std::str::from_utf8(stored).ok()?.parse().ok();
+    }
+    Some(i64::from_le_bytes(stored.try_into().ok()?))
 }
 
 /// Why the store failed, as the store put it.

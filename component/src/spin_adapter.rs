@@ -17,6 +17,8 @@ use spin_sdk::http::{
 };
 use spin_sdk::http_component;
 use spin_sdk::key_value::{self, Store};
+use spin_sdk::wit::wasi::keyvalue::store::{self as wasi_kv, Bucket};
+use spin_sdk::wit::wasi::keyvalue::{atomics, batch};
 use wasi::clocks::monotonic_clock;
 
 use crate::errors::{ApiError, ErrorCode};
@@ -85,18 +87,39 @@ async fn read_request(incoming: IncomingRequest) -> Result<Request, ApiError> {
     Ok(request.with_body(body))
 }
 
-/// Spin's key-value store, opened on first use so that routes without it never touch it.
+/// Spin's key-value store, opened on first use so that routes without it never touch it:
+/// through `fermyon:spin/key-value` for single keys, and as a `wasi:keyvalue` bucket for
+/// atomics and batches.
 #[derive(Default)]
-struct SpinStore(OnceCell<Store>);
+struct SpinStore {
+    store: OnceCell<Store>,
+    bucket: OnceCell<Bucket>,
+}
 
 impl SpinStore {
     fn store(&self) -> Result<&Store, StoreError> {
-        if let Some(store) = self.0.get() {
+        if let Some(store) = self.store.get() {
             return Ok(store);
         }
         let store = Store::open(STORE_LABEL).map_err(store_error)?;
-        Ok(self.0.get_or_init(|| store))
+        Ok(self.store.get_or_init(|| store))
     }
+
+    fn bucket(&self) -> Result<&Bucket, StoreError> {
+        if let Some(bucket) = self.bucket.get() {
+            return Ok(bucket);
+        }
+        let bucket = wasi_kv::open(STORE_LABEL).map_err(bucket_error)?;
+        Ok(self.bucket.get_or_init(|| bucket))
+    }
+}
+
+fn bucket_error(error: wasi_kv::Error) -> StoreError {
+    StoreError(match error {
+        wasi_kv::Error::Other(reason) => reason,
+        wasi_kv::Error::NoSuchStore => format!("no store named {STORE_LABEL}"),
+        wasi_kv::Error::AccessDenied => format!("access to store {STORE_LABEL} denied"),
+    })
 }
 
 fn store_error(error: key_value::Error) -> StoreError {
@@ -127,6 +150,31 @@ impl KeyValue for SpinStore {
 
     fn get_keys(&self) -> Result<Vec<String>, StoreError> {
         self.store()?.get_keys().map_err(store_error)
+    }
+
+    fn set_many(&self, pairs: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        batch::set_many(self.bucket()?, pairs).map_err(bucket_error)
+    }
+
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
+        atomics::increment(self.bucket()?, key, delta).map_err(bucket_error)
+    }
+
+    fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: &[u8],
+        value: &[u8],
+    ) -> Result<bool, StoreError> {
+        let swap = atomics::Cas::new(self.bucket()?, key).map_err(bucket_error)?;
+        if swap.current().map_err(bucket_error)?.as_deref() != Some(expected) {
+            return Ok(false);
+        }
+        match atomics::swap(swap, value) {
+            Ok(()) => Ok(true),
+            Err(atomics::CasError::CasFailed(_)) => Ok(false),
+            Err(atomics::CasError::StoreError(error)) => Err(bucket_error(error)),
+        }
     }
 }
 

@@ -98,6 +98,9 @@ fn imports_only_interfaces_of_the_http_app_world() {
     // The component does use the store and the variables, so the check did see its imports.
     for used in [
         "fermyon:spin/key-value@2.0",
+        "wasi:keyvalue/store@0.2",
+        "wasi:keyvalue/atomics@0.2",
+        "wasi:keyvalue/batch@0.2",
         "fermyon:spin/variables@2.0",
         "wasi:random/random@0.2",
     ] {

@@ -1,14 +1,19 @@
-//! `fermyon:spin/key-value@2.0.0`: labelled stores, each backed by SQLite or Redis as the
-//! runtime config says (store `default` is SQLite in the state directory unless configured).
+//! Spin's key-value interfaces, `fermyon:spin/key-value@2.0.0` ([`spin`]) and the draft
+//! `wasi:keyvalue@0.2.0-draft2` store, atomics and batch ([`wasi`]), over labelled stores,
+//! each backed by SQLite or Redis as the runtime config says (store `default` is SQLite in the
+//! state directory unless configured).
 //!
 //! A component may open only the labels its manifest grants (`key_value_stores`); any other
 //! label is `access-denied`, a granted label with no configured store is `no-such-store`, and
-//! more than [`MAX_OPEN_STORES`] open handles is `store-table-full`, in that order, as in
-//! Spin. Failures of a backend are `other` with Spin's wording (the error's debug form), and
-//! no call returns more than [`MAX_RESULT_BYTES`] (Spin's `MAX_HOST_BUFFERED_BYTES`).
+//! more than [`MAX_OPEN_STORES`] open handles (of both interfaces together) is a full table,
+//! in that order, as in Spin. Failures of a backend are `other` with Spin's wording (the
+//! error's debug form), and no call returns more than [`MAX_RESULT_BYTES`] (Spin's
+//! `MAX_HOST_BUFFERED_BYTES`).
 
 mod redis;
+mod spin;
 mod sqlite;
+mod wasi;
 
 use anyhow::{Context, Result, bail};
 use bindings::fermyon::spin::key_value;
@@ -19,7 +24,7 @@ use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker, Resource};
 
 use redis::RedisStore;
-use sqlite::SqliteDb;
+use sqlite::{Applied, Change, SqliteDb};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -31,6 +36,9 @@ mod bindings {
 
 /// How many stores one instance may hold open at once (Spin's `store-table-full`).
 pub const MAX_OPEN_STORES: usize = 256;
+
+/// How many compare-and-swaps one instance may hold at once, as in Spin.
+pub const MAX_OPEN_SWAPS: usize = 256;
 
 /// The most bytes one `get` or `get-keys` returns, as in Spin (128 MiB); a larger answer is
 /// `other("query result exceeds limit of … bytes")`.
@@ -121,8 +129,19 @@ pub struct KeyValueState {
     stores: Arc<Stores>,
     /// The labels the manifest grants this component.
     granted: Arc<[String]>,
-    /// Open handles; a handle's resource rep is its index here.
+    /// Open stores of both interfaces; a handle's resource rep is its index here.
     open: Vec<Option<Arc<Backend>>>,
+    /// Compare-and-swaps in progress, by resource rep.
+    swaps: Vec<Option<Swap>>,
+}
+
+/// A compare-and-swap on one key of one store.
+struct Swap {
+    backend: Arc<Backend>,
+    key: String,
+    /// What `current` read (`Some(None)`: the key was absent); `None` until it is called,
+    /// and then the swap writes unconditionally, as in Spin.
+    observed: Option<Option<Vec<u8>>>,
 }
 
 impl KeyValueState {
@@ -131,14 +150,160 @@ impl KeyValueState {
             stores,
             granted,
             open: Vec::new(),
+            swaps: Vec::new(),
         }
     }
 
-    fn backend(&self, store: &Resource<key_value::Store>) -> wasmtime::Result<Arc<Backend>> {
+    /// Opens `label` for either interface; the error says why not, with Spin's checks in
+    /// Spin's order (a full table is reported by the caller's interface).
+    fn open_store(&mut self, label: &str) -> Result<Result<u32, Error>, TableFull> {
+        if !self.granted.iter().any(|granted| granted == label) {
+            return Ok(Err(Error::AccessDenied));
+        }
+        let Some(backend) = self.stores.backends.get(label).cloned() else {
+            return Ok(Err(Error::NoSuchStore));
+        };
+        insert(&mut self.open, backend, MAX_OPEN_STORES).map(Ok)
+    }
+
+    fn backend<R>(&self, store: &Resource<R>) -> wasmtime::Result<Arc<Backend>> {
         self.open
             .get(store.rep() as usize)
             .and_then(Option::clone)
             .ok_or_else(|| wasmtime::format_err!("invalid store"))
+    }
+
+    fn close_store<R>(&mut self, store: &Resource<R>) -> wasmtime::Result<()> {
+        remove(&mut self.open, store.rep()).map(drop)
+    }
+}
+
+/// A handle table had no free slot.
+struct TableFull;
+
+/// Puts `item` in the first free slot of `table`, growing it up to `capacity`.
+fn insert<T>(table: &mut Vec<Option<T>>, item: T, capacity: usize) -> Result<u32, TableFull> {
+    let index = match table.iter().position(Option::is_none) {
+        Some(free) => free,
+        None if table.len() < capacity => {
+            table.push(None);
+            table.len() - 1
+        }
+        None => return Err(TableFull),
+    };
+    table[index] = Some(item);
+    Ok(index as u32)
+}
+
+/// Takes the item at `rep` out of `table`; an unknown rep traps.
+fn remove<T>(table: &mut [Option<T>], rep: u32) -> wasmtime::Result<T> {
+    table
+        .get_mut(rep as usize)
+        .and_then(Option::take)
+        .ok_or_else(|| wasmtime::format_err!("invalid handle"))
+}
+
+impl Backend {
+    async fn get(&self, key: String, limit: usize) -> Result<Option<Vec<u8>>, Error> {
+        let value = match self {
+            Backend::Sqlite { db, label } => db.get(label, key).await,
+            Backend::Redis(redis) => redis.get(&key).await,
+        }?;
+        let size = size_of::<Option<Vec<u8>>>() + value.as_ref().map_or(0, Vec::len);
+        if size > limit {
+            return Err(too_large(limit));
+        }
+        Ok(value)
+    }
+
+    async fn exists(&self, key: String) -> Result<bool, Error> {
+        match self {
+            Backend::Sqlite { db, label } => db.exists(label, key).await,
+            Backend::Redis(redis) => redis.exists(&key).await,
+        }
+    }
+
+    async fn get_keys(&self, limit: usize) -> Result<Vec<String>, Error> {
+        match self {
+            Backend::Sqlite { db, label } => db.get_keys(label, limit).await,
+            Backend::Redis(redis) => redis.get_keys(limit).await,
+        }
+    }
+
+    async fn get_many(
+        &self,
+        keys: Vec<String>,
+        limit: usize,
+    ) -> Result<Vec<(String, Option<Vec<u8>>)>, Error> {
+        match self {
+            Backend::Sqlite { db, label } => db.get_many(label, keys, limit).await,
+            Backend::Redis(redis) => {
+                let found = redis.get_many(keys).await?;
+                let mut total = size_of::<Vec<(String, Option<Vec<u8>>)>>();
+                for (key, value) in &found {
+                    total += size_of::<(String, Option<Vec<u8>>)>()
+                        + key.len()
+                        + value.as_ref().map_or(0, Vec::len);
+                }
+                if total > limit {
+                    return Err(too_large(limit));
+                }
+                Ok(found)
+            }
+        }
+    }
+
+    async fn set_many(&self, mut pairs: Vec<(String, Vec<u8>)>) -> Result<(), Error> {
+        match self {
+            Backend::Sqlite { db, label } => db.apply(label, Change::Put(pairs)).await.map(drop),
+            Backend::Redis(redis) if pairs.len() == 1 => {
+                let (key, value) = pairs.pop().expect("one pair");
+                redis.set(&key, value).await
+            }
+            Backend::Redis(redis) => redis.set_many(pairs).await,
+        }
+    }
+
+    async fn delete_many(&self, keys: Vec<String>) -> Result<(), Error> {
+        match self {
+            Backend::Sqlite { db, label } => db.apply(label, Change::Remove(keys)).await.map(drop),
+            Backend::Redis(redis) => redis.delete_many(keys).await,
+        }
+    }
+
+    async fn increment(&self, key: String, delta: i64) -> Result<i64, Error> {
+        match self {
+            Backend::Sqlite { db, label } => {
+                match db.apply(label, Change::Increment { key, delta }).await? {
+                    Applied::Counted(sum) => Ok(sum),
+                    other => Err(backend_error(format!("unexpected {other:?}"))),
+                }
+            }
+            Backend::Redis(redis) => redis.increment(&key, delta).await,
+        }
+    }
+
+    /// Writes `value` if `key` still holds `expected` (`None`: is absent); whether it wrote.
+    async fn swap(
+        &self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        value: Vec<u8>,
+    ) -> Result<bool, Error> {
+        match self {
+            Backend::Sqlite { db, label } => {
+                let change = Change::Swap {
+                    key,
+                    expected,
+                    value,
+                };
+                match db.apply(label, change).await? {
+                    Applied::Swapped(written) => Ok(written),
+                    other => Err(backend_error(format!("unexpected {other:?}"))),
+                }
+            }
+            Backend::Redis(redis) => redis.swap(&key, expected, value).await,
+        }
     }
 }
 
@@ -149,6 +314,9 @@ pub fn add_to_linker<T: Send + 'static>(
     project: fn(&mut T) -> &mut KeyValueState,
 ) -> Result<()> {
     key_value::add_to_linker::<T, HasSelf<KeyValueState>>(linker, project)?;
+    bindings::wasi::keyvalue::store::add_to_linker::<T, HasSelf<KeyValueState>>(linker, project)?;
+    bindings::wasi::keyvalue::atomics::add_to_linker::<T, HasSelf<KeyValueState>>(linker, project)?;
+    bindings::wasi::keyvalue::batch::add_to_linker::<T, HasSelf<KeyValueState>>(linker, project)?;
     Ok(())
 }
 
@@ -161,107 +329,6 @@ fn backend_error(error: impl std::fmt::Debug) -> Error {
 /// Spin's answer when a result would exceed [`MAX_RESULT_BYTES`].
 fn too_large(limit: usize) -> Error {
     Error::Other(format!("query result exceeds limit of {limit} bytes"))
-}
-
-impl key_value::Host for KeyValueState {}
-
-impl key_value::HostStore for KeyValueState {
-    async fn open(
-        &mut self,
-        label: String,
-    ) -> wasmtime::Result<Result<Resource<key_value::Store>, Error>> {
-        if !self.granted.contains(&label) {
-            return Ok(Err(Error::AccessDenied));
-        }
-        let Some(backend) = self.stores.backends.get(&label).cloned() else {
-            return Ok(Err(Error::NoSuchStore));
-        };
-        let rep = match self.open.iter().position(Option::is_none) {
-            Some(free) => free,
-            None if self.open.len() < MAX_OPEN_STORES => {
-                self.open.push(None);
-                self.open.len() - 1
-            }
-            None => return Ok(Err(Error::StoreTableFull)),
-        };
-        self.open[rep] = Some(backend);
-        Ok(Ok(Resource::new_own(rep as u32)))
-    }
-
-    async fn get(
-        &mut self,
-        store: Resource<key_value::Store>,
-        key: String,
-    ) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
-        let limit = self.stores.max_result_bytes;
-        let value = match &*self.backend(&store)? {
-            Backend::Sqlite { db, label } => db.get(label, key).await,
-            Backend::Redis(redis) => redis.get(&key).await,
-        };
-        Ok(value.and_then(|value| {
-            let size = size_of::<Option<Vec<u8>>>() + value.as_ref().map_or(0, Vec::len);
-            if size > limit {
-                Err(too_large(limit))
-            } else {
-                Ok(value)
-            }
-        }))
-    }
-
-    async fn set(
-        &mut self,
-        store: Resource<key_value::Store>,
-        key: String,
-        value: Vec<u8>,
-    ) -> wasmtime::Result<Result<(), Error>> {
-        Ok(match &*self.backend(&store)? {
-            Backend::Sqlite { db, label } => db.set(label, key, Some(value)).await,
-            Backend::Redis(redis) => redis.set(&key, value).await,
-        })
-    }
-
-    async fn delete(
-        &mut self,
-        store: Resource<key_value::Store>,
-        key: String,
-    ) -> wasmtime::Result<Result<(), Error>> {
-        Ok(match &*self.backend(&store)? {
-            Backend::Sqlite { db, label } => db.set(label, key, None).await,
-            Backend::Redis(redis) => redis.delete(&key).await,
-        })
-    }
-
-    async fn exists(
-        &mut self,
-        store: Resource<key_value::Store>,
-        key: String,
-    ) -> wasmtime::Result<Result<bool, Error>> {
-        Ok(match &*self.backend(&store)? {
-            Backend::Sqlite { db, label } => db.exists(label, key).await,
-            Backend::Redis(redis) => redis.exists(&key).await,
-        })
-    }
-
-    async fn get_keys(
-        &mut self,
-        store: Resource<key_value::Store>,
-    ) -> wasmtime::Result<Result<Vec<String>, Error>> {
-        let limit = self.stores.max_result_bytes;
-        Ok(match &*self.backend(&store)? {
-            Backend::Sqlite { db, label } => db.get_keys(label, limit).await,
-            Backend::Redis(redis) => redis.get_keys(limit).await,
-        })
-    }
-
-    async fn drop(&mut self, store: Resource<key_value::Store>) -> wasmtime::Result<()> {
-        match self.open.get_mut(store.rep() as usize) {
-            Some(slot @ Some(_)) => {
-                *slot = None;
-                Ok(())
-            }
-            _ => Err(wasmtime::format_err!("invalid store")),
-        }
-    }
 }
 
 /// Adds one key's share to a running [`MAX_RESULT_BYTES`] count, as Spin counts a key list.

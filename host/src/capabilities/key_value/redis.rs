@@ -21,6 +21,16 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Keys fetched per SCAN round trip in `get-keys`.
 const SCAN_BATCH: usize = 1000;
+/// KEYS[1]: the key; ARGV: "value" or "absent", the expected value, the new value.
+const SWAP_SCRIPT: &str = r"
+local current = redis.call('GET', KEYS[1])
+if ARGV[1] == 'absent' then
+  if current then return 0 end
+elseif current ~= ARGV[2] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[3])
+return 1";
 
 pub struct RedisStore {
     client: redis::Client,
@@ -64,8 +74,8 @@ impl RedisStore {
     }
 
     /// Runs `operation`, once more if the connection had dropped: the manager reconnects on
-    /// that error, so a Redis restart costs a retry rather than a failed request. Every
-    /// operation of the interface is idempotent, so retrying is safe.
+    /// that error, so a Redis restart costs a retry rather than a failed request. Only
+    /// idempotent operations come here; `increment` runs once.
     async fn run<T, F, Fut>(&self, operation: F) -> Result<T, Error>
     where
         F: Fn(ConnectionManager) -> Fut,
@@ -93,12 +103,85 @@ impl RedisStore {
         .await
     }
 
-    pub async fn delete(&self, key: &str) -> Result<(), Error> {
-        self.run(|mut c| async move { c.del(key).await }).await
-    }
-
     pub async fn exists(&self, key: &str) -> Result<bool, Error> {
         self.run(|mut c| async move { c.exists(key).await }).await
+    }
+
+    /// MGET: each key with its value, in the order asked. (Spin 3.6 sends these keys to KEYS,
+    /// which fails; this is what the interface describes.)
+    pub async fn get_many(
+        &self,
+        keys: Vec<String>,
+    ) -> Result<Vec<(String, Option<Vec<u8>>)>, Error> {
+        let values: Vec<Option<Vec<u8>>> = self
+            .run(|mut c| {
+                let keys = keys.clone();
+                async move { redis::cmd("MGET").arg(keys).query_async(&mut c).await }
+            })
+            .await?;
+        Ok(keys.into_iter().zip(values).collect())
+    }
+
+    /// MSET: every pair at once, as Spin does.
+    pub async fn set_many(&self, pairs: Vec<(String, Vec<u8>)>) -> Result<(), Error> {
+        self.run(|mut c| {
+            let pairs = pairs.clone();
+            async move { c.mset(&pairs).await }
+        })
+        .await
+    }
+
+    pub async fn delete_many(&self, keys: Vec<String>) -> Result<(), Error> {
+        self.run(|mut c| {
+            let keys = keys.clone();
+            async move { c.del(keys).await }
+        })
+        .await
+    }
+
+    /// INCRBY, as Spin does: the counter is stored as decimal text. Retried only when the
+    /// command cannot have reached Redis, since a retry after a lost answer would add `delta`
+    /// twice.
+    pub async fn increment(&self, key: &str, delta: i64) -> Result<i64, Error> {
+        let connection = self.connection().await?;
+        match connection.clone().incr(key, delta).await {
+            Err(error) if never_sent(&error) => {
+                tracing::debug!("redis connection dropped, retrying once: {error}");
+                connection.clone().incr(key, delta).await.map_err(backend_error)
+            }
+            result => result.map_err(backend_error),
+        }
+    }
+
+    /// Writes `value` if `key` still holds `expected` (`None`: is still absent), in one
+    /// script, so that it needs no connection of its own. Spin WATCHes the key on a fresh
+    /// connection instead; both are atomic on the server, so the two can share a store.
+    pub async fn swap(
+        &self,
+        key: &str,
+        expected: Option<Vec<u8>>,
+        value: Vec<u8>,
+    ) -> Result<bool, Error> {
+        let (mode, expected) = match expected {
+            Some(old) => ("value", old),
+            None => ("absent", Vec::new()),
+        };
+        self.run(|mut c| {
+            let (expected, value) = (expected.clone(), value.clone());
+            async move {
+                redis::cmd("EVAL")
+                    .arg(SWAP_SCRIPT)
+                    .arg(1)
+                    .arg(key)
+                    .arg(mode)
+                    .arg(expected)
+                    .arg(value)
+                    .query_async::<i64>(&mut c)
+                    .await
+            }
+        })
+        .await
+        .map(|written| written == 1)
     }
 
     /// Every key, by SCAN: unlike KEYS it never blocks Redis on a large keyspace. Stops with
@@ -110,6 +193,15 @@ impl RedisStore {
         keys.dedup();
         Ok(keys)
     }
+}
+
+/// Whether a failed command was never written to Redis: no connection could be made, or the
+/// connection had already closed (its pipeline reports a broken pipe before sending).
+fn never_sent(error: &redis::RedisError) -> bool {
+    // redis-rs exposes the I/O error's kind only through these predicates and its text.
+    let broken_pipe =
+        error.is_connection_dropped() && error.to_string().to_lowercase().contains("broken pipe");
+    error.is_connection_refusal() || broken_pipe
 }
 
 async fn scan_all(

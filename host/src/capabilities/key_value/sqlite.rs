@@ -7,7 +7,7 @@
 //! connections on tokio's blocking threads, so a slow disk or a locked file never stalls the
 //! async workers; in WAL mode they never wait for the writer.
 
-use super::{Error, backend_error, count_key};
+use super::{Error, backend_error, count_key, too_large};
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use std::path::Path;
@@ -23,12 +23,36 @@ pub struct SqliteDb {
     readers: Mutex<Vec<Connection>>,
 }
 
+/// One change for the writer thread; each is applied whole, inside the batch's transaction.
+pub enum Change {
+    /// `set` and `set-many`.
+    Put(Vec<(String, Vec<u8>)>),
+    /// `delete` and `delete-many`.
+    Remove(Vec<String>),
+    /// Adds `delta` to the counter under `key` (absent: 0), stored as Spin stores it: eight
+    /// bytes, little-endian.
+    Increment { key: String, delta: i64 },
+    /// Writes `value` if the key still holds `expected` (`None`: is still absent).
+    Swap {
+        key: String,
+        expected: Option<Vec<u8>>,
+        value: Vec<u8>,
+    },
+}
+
+/// What a change did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Applied {
+    Written,
+    Counted(i64),
+    /// Whether the compare-and-swap wrote.
+    Swapped(bool),
+}
+
 struct Write {
     store: String,
-    key: String,
-    /// `None` deletes.
-    value: Option<Vec<u8>>,
-    done: oneshot::Sender<Result<(), Error>>,
+    change: Change,
+    done: oneshot::Sender<Result<Applied, Error>>,
 }
 
 impl SqliteDb {
@@ -70,13 +94,13 @@ impl SqliteDb {
         })
     }
 
-    pub async fn set(&self, store: &str, key: String, value: Option<Vec<u8>>) -> Result<(), Error> {
+    /// Queues `change` for the writer and waits until its transaction is committed.
+    pub async fn apply(&self, store: &str, change: Change) -> Result<Applied, Error> {
         let stopped = || backend_error("the key-value writer has stopped");
         let (done, acknowledged) = oneshot::channel();
         let write = Write {
             store: store.to_string(),
-            key,
-            value,
+            change,
             done,
         };
         self.writer.send(write).map_err(|_| stopped())?;
@@ -100,6 +124,37 @@ impl SqliteDb {
                 .exists(params![store, key])
         })
         .await
+    }
+
+    /// Each key with its value (`None` when absent), in the order asked; Spin's error once
+    /// the values exceed `limit` bytes.
+    pub async fn get_many(
+        self: &Arc<Self>,
+        store: &str,
+        keys: Vec<String>,
+        limit: usize,
+    ) -> Result<Vec<(String, Option<Vec<u8>>)>, Error> {
+        let store = store.to_string();
+        self.read(move |conn| {
+            let mut statement = conn
+                .prepare_cached("SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2")?;
+            let mut total = size_of::<Vec<(String, Option<Vec<u8>>)>>();
+            let mut found = Vec::with_capacity(keys.len());
+            for key in keys {
+                let value: Option<Vec<u8>> = statement
+                    .query_row(params![store, key], |row| row.get(0))
+                    .optional()?;
+                total += size_of::<(String, Option<Vec<u8>>)>()
+                    + key.len()
+                    + value.as_ref().map_or(0, Vec::len);
+                if total > limit {
+                    return Ok(Err(too_large(limit)));
+                }
+                found.push((key, value));
+            }
+            Ok(Ok(found))
+        })
+        .await?
     }
 
     /// Every key of `store`, stopping with Spin's error once they exceed `limit` bytes.
@@ -172,30 +227,99 @@ fn run_writer(mut conn: Connection, queue: mpsc::Receiver<Write>) {
                 Err(_) => break,
             }
         }
-        let outcome = commit(&mut conn, &batch).map_err(backend_error);
-        for write in batch {
+        let outcomes = match commit(&mut conn, &batch) {
+            Ok(outcomes) => outcomes,
+            Err(error) => {
+                let error = backend_error(error);
+                batch.iter().map(|_| Err(error.clone())).collect()
+            }
+        };
+        for (write, outcome) in batch.into_iter().zip(outcomes) {
             // The requester may have gone (deadline passed); the write stands regardless.
-            let _ = write.done.send(outcome.clone());
+            let _ = write.done.send(outcome);
         }
     }
 }
 
-fn commit(conn: &mut Connection, batch: &[Write]) -> rusqlite::Result<()> {
+/// Applies a batch in one transaction. A change that cannot apply (a counter that is not
+/// one) fails alone; an SQLite error fails the whole batch.
+fn commit(conn: &mut Connection, batch: &[Write]) -> rusqlite::Result<Vec<Result<Applied, Error>>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    for write in batch {
-        match &write.value {
-            Some(value) => tx
-                .prepare_cached(
-                    "INSERT INTO spin_key_value (store, key, value) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (store, key) DO UPDATE SET value = excluded.value",
-                )?
-                .execute(params![write.store, write.key, value])?,
-            None => tx
-                .prepare_cached("DELETE FROM spin_key_value WHERE store = ?1 AND key = ?2")?
-                .execute(params![write.store, write.key])?,
-        };
+    let outcomes = batch
+        .iter()
+        .map(|write| apply(&tx, &write.store, &write.change))
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    tx.commit()?;
+    Ok(outcomes)
+}
+
+const UPSERT: &str = "INSERT INTO spin_key_value (store, key, value) VALUES (?1, ?2, ?3)
+     ON CONFLICT (store, key) DO UPDATE SET value = excluded.value";
+
+fn apply(
+    tx: &Connection,
+    store: &str,
+    change: &Change,
+) -> rusqlite::Result<Result<Applied, Error>> {
+    match change {
+        Change::Put(pairs) => {
+            let mut upsert = tx.prepare_cached(UPSERT)?;
+            for (key, value) in pairs {
+                upsert.execute(params![store, key, value])?;
+            }
+        }
+        Change::Remove(keys) => {
+            let mut delete =
+                tx.prepare_cached("DELETE FROM spin_key_value WHERE store = ?1 AND key = ?2")?;
+            for key in keys {
+                delete.execute(params![store, key])?;
+            }
+        }
+        Change::Increment { key, delta } => {
+            let current: Option<Vec<u8>> = tx
+                .prepare_cached("SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2")?
+                .query_row(params![store, key], |row| row.get(0))
+                .optional()?;
+            // Spin panics on a value that is not eight bytes; an error is kinder.
+            let count = match current.as_deref().map(<[u8; 8]>::try_from) {
+                None => 0,
+                Some(Ok(bytes)) => i64::from_le_bytes(bytes),
+                Some(Err(_)) => {
+                    let message = format!("the value of {key:?} is not a 64-bit counter");
+                    return Ok(Err(Error::Other(message)));
+                }
+            };
+            let Some(sum) = count.checked_add(*delta) else {
+                return Ok(Err(Error::Other(format!("incrementing {key:?} overflows"))));
+            };
+            tx.prepare_cached(UPSERT)?
+                .execute(params![store, key, sum.to_le_bytes()])?;
+            return Ok(Ok(Applied::Counted(sum)));
+        }
+        Change::Swap {
+            key,
+            expected,
+            value,
+        } => {
+            let rows = match expected {
+                Some(old) => tx
+                    .prepare_cached(
+                        "UPDATE spin_key_value SET value = ?4
+                         WHERE store = ?1 AND key = ?2 AND value = ?3",
+                    )?
+                    .execute(params![store, key, old, value])?,
+                // Spin's SQLite store overwrites here; only an insert keeps the swap atomic.
+                None => tx
+                    .prepare_cached(
+                        "INSERT INTO spin_key_value (store, key, value) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (store, key) DO NOTHING",
+                    )?
+                    .execute(params![store, key, value])?,
+            };
+            return Ok(Ok(Applied::Swapped(rows == 1)));
+        }
     }
-    tx.commit()
+    Ok(Ok(Applied::Written))
 }
 
 #[cfg(test)]
@@ -205,6 +329,75 @@ mod tests {
 
     fn open(path: &Path) -> Arc<SqliteDb> {
         Arc::new(SqliteDb::open_file(path).unwrap())
+    }
+
+    impl SqliteDb {
+        async fn set(&self, store: &str, key: String, value: Option<Vec<u8>>) -> Result<(), Error> {
+            let change = match value {
+                Some(value) => Change::Put(vec![(key, value)]),
+                None => Change::Remove(vec![key]),
+            };
+            self.apply(store, change).await.map(drop)
+        }
+    }
+
+    #[tokio::test]
+    async fn counters_are_eight_bytes_little_endian_as_spin_stores_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(&dir.path().join("kv.db"));
+        let increment = |delta| Change::Increment {
+            key: "n".into(),
+            delta,
+        };
+        assert_eq!(
+            db.apply("s", increment(5)).await.unwrap(),
+            Applied::Counted(5)
+        );
+        assert_eq!(
+            db.apply("s", increment(-7)).await.unwrap(),
+            Applied::Counted(-2)
+        );
+        let stored = db.get("s", "n".into()).await.unwrap().unwrap();
+        assert_eq!(stored, (-2i64).to_le_bytes());
+        db.set("s", "text".into(), Some(b"abc".to_vec()))
+            .await
+            .unwrap();
+        let not_a_counter = Change::Increment {
+            key: "text".into(),
+            delta: 1,
+        };
+        assert!(matches!(
+            db.apply("s", not_a_counter).await,
+            Err(Error::Other(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_swap_writes_only_over_the_value_it_expects() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(&dir.path().join("kv.db"));
+        let swap = |expected: Option<&[u8]>, value: &[u8]| Change::Swap {
+            key: "k".into(),
+            expected: expected.map(<[u8]>::to_vec),
+            value: value.to_vec(),
+        };
+        assert_eq!(
+            db.apply("s", swap(None, b"1")).await.unwrap(),
+            Applied::Swapped(true)
+        );
+        assert_eq!(
+            db.apply("s", swap(None, b"2")).await.unwrap(),
+            Applied::Swapped(false)
+        );
+        assert_eq!(
+            db.apply("s", swap(Some(b"9"), b"2")).await.unwrap(),
+            Applied::Swapped(false)
+        );
+        assert_eq!(
+            db.apply("s", swap(Some(b"1"), b"2")).await.unwrap(),
+            Applied::Swapped(true)
+        );
+        assert_eq!(db.get("s", "k".into()).await.unwrap(), Some(b"2".to_vec()));
     }
 
     #[tokio::test]

@@ -1,0 +1,286 @@
+//! The greeting log: the index that lists greetings newest first at the cost of a page.
+//!
+//! Every greeting takes the next *position* from one counter (`increment`, atomic on every
+//! Spin store) and is written together with its log entry `greeting-log:<position>` = its id
+//! (one `set-many`). A page walks positions downwards from its cursor, so it reads what it
+//! lists, not the whole store. Deleting a greeting blanks its entry with a compare-and-swap,
+//! and only the caller whose swap won counts it in its block's dead count: blocks of
+//! [`BLOCK`] positions, and blocks of blocks up to [`LEVELS`] levels, so a walk steps over
+//! any run of deleted greetings in a few reads.
+//!
+//! Every key is a plain key of the store, written only through interfaces that Spin 3.x,
+//! Spin 4 and greeter-host all serve the same way (single-key calls, `set-many`,
+//! `increment`, compare-and-swap on keys that exist: Spin's SQLite store does not make a swap
+//! from "absent" atomic, and its Redis store cannot `get-many`), so a fleet mixing runtimes
+//! shares one log.
+//!
+//! A crash leaves nothing to repair: a position taken but never written is a gap that the
+//! walk steps over; an entry whose record has another position (or none) is ignored; an
+//! entry blanked but not yet counted only costs its block one read per walk.
+
+use crate::errors::{ApiError, ErrorCode};
+use crate::ids::GreetingId;
+use crate::platform::{KeyValue, counter_value};
+
+/// The last position handed out.
+const HEAD_KEY: &str = "greeting-log:head";
+const ENTRY_PREFIX: &str = "greeting-log:";
+/// Positions per block, and blocks per block of the level above.
+pub const BLOCK: u64 = 64;
+const BLOCK_BITS: u32 = BLOCK.trailing_zeros();
+/// Levels of dead counts: the top level's blocks hold 64^6 (about 7 * 10^10) positions.
+pub const LEVELS: u32 = 6;
+
+/// The key of the log entry at `position`.
+fn entry_key(position: u64) -> String {
+    format!("{ENTRY_PREFIX}{position}")
+}
+
+/// The key counting the dead positions (level 1) or dead blocks (above) of `position`'s
+/// block at `level`.
+fn dead_key(level: u32, position: u64) -> String {
+    format!(
+        "greeting-log:dead:{level}:{}",
+        position >> (BLOCK_BITS * level)
+    )
+}
+
+fn counter(store: &dyn KeyValue, key: &str) -> Result<u64, ApiError> {
+    match store.get(key)? {
+        None => Ok(0),
+        Some(stored) => counter_value(&stored)
+            .and_then(|count| u64::try_from(count).ok())
+            .ok_or_else(|| {
+                let message = format!("The store's {key} is not a counter.");
+                ApiError::new(ErrorCode::InternalError, message)
+            }),
+    }
+}
+
+/// Takes the next position. It is the greeting's once [`entry`] is stored with its record.
+pub fn take_position(store: &dyn KeyValue) -> Result<u64, ApiError> {
+    let position = store.increment(HEAD_KEY, 1)?;
+    u64::try_from(position)
+        .map_err(|_| ApiError::new(ErrorCode::InternalError, format!("{HEAD_KEY} is negative.")))
+}
+
+/// The log entry to store with the record of greeting `id` at `position`.
+pub fn entry(position: u64, id: GreetingId) -> (String, Vec<u8>) {
+    (entry_key(position), id.to_string().into_bytes())
+}
+
+/// Blanks the entry of `id` at `position`. Whoever blanks it counts it dead, exactly once
+/// however many callers race; an entry already blank (or never written) is left alone.
+pub fn remove(store: &dyn KeyValue, position: u64, id: GreetingId) -> Result<(), ApiError> {
+    let key = entry_key(position);
+    if store.compare_and_swap(&key, id.to_string().as_bytes(), b"")? {
+        count_dead(store, position)?;
+    }
+    Ok(())
+}
+
+/// Blanks an entry the caller owns alone (taken, written, never made a record's).
+pub fn abandon(store: &dyn KeyValue, position: u64) -> Result<(), ApiError> {
+    store.set(&entry_key(position), b"")?;
+    count_dead(store, position)
+}
+
+fn count_dead(store: &dyn KeyValue, position: u64) -> Result<(), ApiError> {
+    for level in 1..=LEVELS {
+        // Only the call that fills a block counts it in the level above.
+        if store.increment(&dead_key(level, position), 1)? != BLOCK as i64 {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Up to `want` live entries below `before` (exclusive; the top of the log when `None`),
+/// newest first. `load` turns an entry into an item, or `None` when the record no longer
+/// has that position (deleted, or an entry a crash left behind).
+pub fn newest_first<T>(
+    store: &dyn KeyValue,
+    before: Option<u64>,
+    want: usize,
+    mut load: impl FnMut(u64, GreetingId) -> Result<Option<T>, ApiError>,
+) -> Result<Vec<(u64, T)>, ApiError> {
+    let head = counter(store, HEAD_KEY)?;
+    let mut position = before.map_or(head, |before| before.saturating_sub(1).min(head));
+    let mut found = Vec::new();
+    while position > 0 && found.len() < want {
+        let id = store
+            .get(&entry_key(position))?
+            .and_then(|bytes| GreetingId::parse(std::str::from_utf8(&bytes).ok()?));
+        match id {
+            Some(id) => {
+                if let Some(item) = load(position, id)? {
+                    found.push((position, item));
+                }
+                position -= 1;
+            }
+            None => position = below_dead_blocks(store, position)?,
+        }
+    }
+    Ok(found)
+}
+
+/// The next position to look at below an empty entry: past the largest block around it
+/// whose positions are all dead.
+fn below_dead_blocks(store: &dyn KeyValue, position: u64) -> Result<u64, ApiError> {
+    let mut lowest = position;
+    for level in 1..=LEVELS {
+        if counter(store, &dead_key(level, position))? < BLOCK {
+            break;
+        }
+        let width = BLOCK_BITS * level;
+        lowest = (position >> width) << width;
+    }
+    Ok(lowest.saturating_sub(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fakes::MemoryStore;
+
+    /// Counts the store's calls, to show what a walk costs.
+    struct Counting<'a> {
+        store: &'a MemoryStore,
+        calls: std::cell::Cell<usize>,
+    }
+
+    impl Counting<'_> {
+        fn tick(&self) {
+            self.calls.set(self.calls.get() + 1);
+        }
+    }
+
+    impl KeyValue for Counting<'_> {
+        fn get(&self, key: &str) -> Result<Option<Vec<u8>>, crate::StoreError> {
+            self.tick();
+            self.store.get(key)
+        }
+        fn set(&self, key: &str, value: &[u8]) -> Result<(), crate::StoreError> {
+            self.tick();
+            self.store.set(key, value)
+        }
+        fn delete(&self, key: &str) -> Result<(), crate::StoreError> {
+            self.tick();
+            self.store.delete(key)
+        }
+        fn exists(&self, key: &str) -> Result<bool, crate::StoreError> {
+            self.tick();
+            self.store.exists(key)
+        }
+        fn get_keys(&self) -> Result<Vec<String>, crate::StoreError> {
+            self.tick();
+            self.store.get_keys()
+        }
+        fn set_many(&self, pairs: &[(String, Vec<u8>)]) -> Result<(), crate::StoreError> {
+            self.tick();
+            self.store.set_many(pairs)
+        }
+        fn increment(&self, key: &str, delta: i64) -> Result<i64, crate::StoreError> {
+            self.tick();
+            self.store.increment(key, delta)
+        }
+        fn compare_and_swap(
+            &self,
+            key: &str,
+            expected: &[u8],
+            value: &[u8],
+        ) -> Result<bool, crate::StoreError> {
+            self.tick();
+            self.store.compare_and_swap(key, expected, value)
+        }
+    }
+
+    fn append(store: &dyn KeyValue, n: u64) -> Vec<(u64, GreetingId)> {
+        (0..n)
+            .map(|i| {
+                let id = GreetingId::new(1_000 + i, 0);
+                let position = take_position(store).unwrap();
+                let (key, value) = entry(position, id);
+                store.set_many(&[(key, value)]).unwrap();
+                (position, id)
+            })
+            .collect()
+    }
+
+    fn live(store: &dyn KeyValue, before: Option<u64>, want: usize) -> Vec<u64> {
+        newest_first(store, before, want, |_, id| Ok(Some(id)))
+            .unwrap()
+            .into_iter()
+            .map(|(position, _)| position)
+            .collect()
+    }
+
+    #[test]
+    fn walks_newest_first_from_the_cursor() {
+        let store = MemoryStore::default();
+        append(&store, 10);
+        assert_eq!(live(&store, None, 3), [10, 9, 8]);
+        assert_eq!(live(&store, Some(8), 3), [7, 6, 5]);
+        assert_eq!(live(&store, Some(2), 3), [1]);
+        assert_eq!(
+            live(&store, Some(1_000), 2),
+            [10, 9],
+            "a cursor above the head"
+        );
+        assert!(live(&MemoryStore::default(), None, 3).is_empty());
+    }
+
+    #[test]
+    fn a_removal_counts_once_however_often_it_is_repeated() {
+        let store = MemoryStore::default();
+        let entries = append(&store, 3);
+        let (position, id) = entries[1];
+        for _ in 0..3 {
+            remove(&store, position, id).unwrap();
+        }
+        assert_eq!(counter(&store, &dead_key(1, position)).unwrap(), 1);
+        assert_eq!(live(&store, None, 10), [3, 1]);
+    }
+
+    #[test]
+    fn a_deleted_run_costs_a_few_reads_not_one_per_greeting() {
+        let store = MemoryStore::default();
+        let entries = append(&store, 3 * BLOCK * BLOCK);
+        // Delete all but the first and the last greeting.
+        for &(position, id) in &entries[1..entries.len() - 1] {
+            remove(&store, position, id).unwrap();
+        }
+        let counting = Counting {
+            store: &store,
+            calls: Default::default(),
+        };
+        let first = entries[0].0;
+        let last = entries[entries.len() - 1].0;
+        assert_eq!(live(&counting, None, 10), [last, first]);
+        assert!(
+            counting.calls.get() < 1_000,
+            "{} reads for 12,286 deleted greetings",
+            counting.calls.get()
+        );
+    }
+
+    #[test]
+    fn gaps_and_foreign_entries_are_stepped_over() {
+        let store = MemoryStore::default();
+        append(&store, 2);
+        take_position(&store).unwrap(); // taken, never written: a crash
+        let foreign = take_position(&store).unwrap();
+        store.set_raw(&entry_key(foreign), b"not an id");
+        append(&store, 1);
+        assert_eq!(live(&store, None, 10), [5, 2, 1]);
+    }
+
+    #[test]
+    fn an_abandoned_position_counts_as_dead() {
+        let store = MemoryStore::default();
+        let entries = append(&store, 1);
+        abandon(&store, entries[0].0).unwrap();
+        assert_eq!(counter(&store, &dead_key(1, 1)).unwrap(), 1);
+        assert!(live(&store, None, 10).is_empty());
+    }
+}

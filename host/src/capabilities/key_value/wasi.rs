@@ -1,0 +1,219 @@
+//! The draft `wasi:keyvalue@0.2.0-draft2` interfaces as Spin 3.x serves them: a bucket is a
+//! labelled store (the same checks and handle table as `fermyon:spin/key-value`), `list-keys`
+//! refuses a cursor, a full table is `other("store table full")`, and a failed swap hands back
+//! a fresh compare-and-swap that has already read the current value.
+//!
+//! Where Spin's backends disagree with the interface, this follows the interface: `get-many`
+//! pairs every key with its value or `none` (Spin's SQLite store leaves absent keys out, its
+//! Redis store fails), and a swap after `current` saw no value succeeds only if the key is
+//! still absent (Spin's SQLite store overwrites).
+
+use super::bindings::fermyon::spin::key_value::Error as SpinError;
+use super::bindings::wasi::keyvalue::{atomics, batch, store};
+use super::{KeyValueState, MAX_OPEN_SWAPS, Swap, TableFull, insert, remove};
+use store::{Bucket, Error, KeyResponse};
+use wasmtime::component::Resource;
+
+type Outcome<T> = wasmtime::Result<Result<T, Error>>;
+
+fn wasi_error(error: SpinError) -> Error {
+    match error {
+        SpinError::AccessDenied => Error::AccessDenied,
+        SpinError::NoSuchStore => Error::NoSuchStore,
+        SpinError::StoreTableFull => Error::Other("store table full".into()),
+        SpinError::Other(message) => Error::Other(message),
+    }
+}
+
+impl store::Host for KeyValueState {
+    async fn open(&mut self, identifier: String) -> Outcome<Resource<Bucket>> {
+        Ok(match self.open_store(&identifier) {
+            Ok(opened) => opened.map(Resource::new_own).map_err(wasi_error),
+            Err(TableFull) => Err(Error::Other("store table full".into())),
+        })
+    }
+}
+
+impl store::HostBucket for KeyValueState {
+    async fn get(&mut self, bucket: Resource<Bucket>, key: String) -> Outcome<Option<Vec<u8>>> {
+        let limit = self.stores.max_result_bytes;
+        Ok(self
+            .backend(&bucket)?
+            .get(key, limit)
+            .await
+            .map_err(wasi_error))
+    }
+
+    async fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> Outcome<()> {
+        let backend = self.backend(&bucket)?;
+        Ok(backend
+            .set_many(vec![(key, value)])
+            .await
+            .map_err(wasi_error))
+    }
+
+    async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Outcome<()> {
+        Ok(self
+            .backend(&bucket)?
+            .delete_many(vec![key])
+            .await
+            .map_err(wasi_error))
+    }
+
+    async fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> Outcome<bool> {
+        Ok(self.backend(&bucket)?.exists(key).await.map_err(wasi_error))
+    }
+
+    async fn list_keys(
+        &mut self,
+        bucket: Resource<Bucket>,
+        cursor: Option<String>,
+    ) -> Outcome<KeyResponse> {
+        if cursor.is_some() {
+            return Ok(Err(Error::Other("list_keys: cursor not supported".into())));
+        }
+        let limit = self.stores.max_result_bytes;
+        let keys = self.backend(&bucket)?.get_keys(limit).await;
+        Ok(keys
+            .map(|keys| KeyResponse { keys, cursor: None })
+            .map_err(wasi_error))
+    }
+
+    async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
+        self.close_store(&bucket)
+    }
+}
+
+impl batch::Host for KeyValueState {
+    async fn get_many(
+        &mut self,
+        bucket: Resource<Bucket>,
+        keys: Vec<String>,
+    ) -> Outcome<Vec<(String, Option<Vec<u8>>)>> {
+        let limit = self.stores.max_result_bytes;
+        let backend = self.backend(&bucket)?;
+        if keys.is_empty() {
+            return Ok(Ok(Vec::new()));
+        }
+        Ok(backend.get_many(keys, limit).await.map_err(wasi_error))
+    }
+
+    async fn set_many(
+        &mut self,
+        bucket: Resource<Bucket>,
+        pairs: Vec<(String, Vec<u8>)>,
+    ) -> Outcome<()> {
+        let backend = self.backend(&bucket)?;
+        if pairs.is_empty() {
+            return Ok(Ok(()));
+        }
+        Ok(backend.set_many(pairs).await.map_err(wasi_error))
+    }
+
+    async fn delete_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> Outcome<()> {
+        let backend = self.backend(&bucket)?;
+        if keys.is_empty() {
+            return Ok(Ok(()));
+        }
+        Ok(backend.delete_many(keys).await.map_err(wasi_error))
+    }
+}
+
+impl KeyValueState {
+    fn open_swap(&mut self, swap: Swap) -> Result<Resource<atomics::Cas>, Error> {
+        insert(&mut self.swaps, swap, MAX_OPEN_SWAPS)
+            .map(Resource::new_own)
+            .map_err(|TableFull| Error::Other("too many compare_and_swaps opened".into()))
+    }
+
+    fn swap_mut(&mut self, cas: &Resource<atomics::Cas>) -> wasmtime::Result<&mut Swap> {
+        self.swaps
+            .get_mut(cas.rep() as usize)
+            .and_then(Option::as_mut)
+            .ok_or_else(|| wasmtime::format_err!("invalid compare and swap"))
+    }
+}
+
+impl atomics::HostCas for KeyValueState {
+    async fn new(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+    ) -> Outcome<Resource<atomics::Cas>> {
+        let backend = self.backend(&bucket)?;
+        Ok(self.open_swap(Swap {
+            backend,
+            key,
+            observed: None,
+        }))
+    }
+
+    async fn current(&mut self, cas: Resource<atomics::Cas>) -> Outcome<Option<Vec<u8>>> {
+        let limit = self.stores.max_result_bytes;
+        let swap = self.swap_mut(&cas)?;
+        let value = swap.backend.get(swap.key.clone(), limit).await;
+        if let Ok(value) = &value {
+            swap.observed = Some(value.clone());
+        }
+        Ok(value.map_err(wasi_error))
+    }
+
+    async fn drop(&mut self, cas: Resource<atomics::Cas>) -> wasmtime::Result<()> {
+        remove(&mut self.swaps, cas.rep()).map(drop)
+    }
+}
+
+impl atomics::Host for KeyValueState {
+    async fn increment(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+        delta: i64,
+    ) -> Outcome<i64> {
+        Ok(self
+            .backend(&bucket)?
+            .increment(key, delta)
+            .await
+            .map_err(wasi_error))
+    }
+
+    async fn swap(
+        &mut self,
+        cas: Resource<atomics::Cas>,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), atomics::CasError>> {
+        let Swap {
+            backend,
+            key,
+            observed,
+        } = remove(&mut self.swaps, cas.rep())?;
+        let written = match observed {
+            Some(expected) => backend.swap(key.clone(), expected, value).await,
+            None => backend
+                .set_many(vec![(key.clone(), value)])
+                .await
+                .map(|()| true),
+        };
+        let store_error = |error| Ok(Err(atomics::CasError::StoreError(error)));
+        match written {
+            Ok(true) => Ok(Ok(())),
+            Err(error) => store_error(wasi_error(error)),
+            Ok(false) => {
+                let limit = self.stores.max_result_bytes;
+                let current = match backend.get(key.clone(), limit).await {
+                    Ok(current) => current,
+                    Err(error) => return store_error(wasi_error(error)),
+                };
+                let retry = Swap {
+                    backend,
+                    key,
+                    observed: Some(current),
+                };
+                match self.open_swap(retry) {
+                    Ok(cas) => Ok(Err(atomics::CasError::CasFailed(cas))),
+                    Err(error) => store_error(error),
+                }
+            }
+        }
+    }
+}
