@@ -257,6 +257,18 @@ pub fn post_json(url: &str, body: &serde_json::Value) -> Reply {
     send("POST", url, "application/json", body.to_string().as_bytes())
 }
 
+/// Like [`post_json`], but `None` when no response came (the server died).
+pub fn try_post_json(url: &str, body: &serde_json::Value) -> Option<Reply> {
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(url)
+        .header("content-type", "application/json")
+        .body(body.to_string().into_bytes())
+        .unwrap();
+    let response = agent().run(request).ok()?;
+    Some(reply(url, Ok(response)))
+}
+
 /// Waits (up to 15 s) until `check` holds; `what` names it if it never does.
 pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let started = Instant::now();
