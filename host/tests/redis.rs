@@ -167,6 +167,24 @@ fn concurrent_writers_through_two_hosts_lose_nothing() {
 }
 
 #[test]
+fn wasi_keyvalue_batches_and_counters_work_on_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(dir.path());
+    let host = host_on(&redis, &faulty_manifest(), dir.path());
+    let reply = get(&host.url("/kv-wasi?label=default"));
+    assert_eq!(
+        reply.body,
+        "wasi-a=1 wasi-none=none wasi-b=2 n=5 a-left=false"
+    );
+    let mut client = redis.client().unwrap();
+    let counter: String = ::redis::cmd("GET")
+        .arg("wasi-n")
+        .query(&mut client)
+        .unwrap();
+    assert_eq!(counter, "5", "INCRBY's text, as Spin keeps it");
+}
+
+#[test]
 fn get_keys_walks_a_large_keyspace_with_scan() {
     let dir = tempfile::tempdir().unwrap();
     let redis = Redis::start(dir.path());

@@ -60,6 +60,20 @@ fn key_value_labels_are_granted_by_the_manifest_only() {
     );
 }
 
+#[test]
+fn wasi_keyvalue_batches_and_counters_work_on_the_granted_store_only() {
+    let state = tempfile::tempdir().unwrap();
+    let host = faulty_host(state.path()).start();
+    assert_eq!(
+        query(&host, "/kv-wasi?label=default"),
+        "wasi-a=1 wasi-none=none wasi-b=2 n=5 a-left=false"
+    );
+    assert_eq!(
+        query(&host, "/kv-wasi?label=other"),
+        "error: Error::AccessDenied"
+    );
+}
+
 /// A one-shot HTTP server on a free loopback port that counts its connections.
 fn upstream() -> (u16, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -147,7 +147,11 @@ impl RedisStore {
         match connection.clone().incr(key, delta).await {
             Err(error) if never_sent(&error) => {
                 tracing::debug!("redis connection dropped, retrying once: {error}");
-                connection.clone().incr(key, delta).await.map_err(backend_error)
+                connection
+                    .clone()
+                    .incr(key, delta)
+                    .await
+                    .map_err(backend_error)
             }
             result => result.map_err(backend_error),
         }

@@ -217,3 +217,136 @@ impl atomics::Host for KeyValueState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capabilities::key_value::{StoreConfig, Stores};
+    use atomics::{Host as _, HostCas as _};
+    use batch::Host as _;
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use store::{Host as _, HostBucket as _};
+
+    fn state(dir: &std::path::Path) -> KeyValueState {
+        let configured = HashMap::from([("cache".to_string(), StoreConfig::Sqlite(None))]);
+        let stores = Stores::open(&configured, dir).unwrap();
+        KeyValueState::new(
+            Arc::new(stores),
+            ["default".to_string(), "unset".to_string()].into(),
+        )
+    }
+
+    fn bucket(rep: u32) -> Resource<Bucket> {
+        Resource::new_own(rep)
+    }
+
+    #[tokio::test]
+    async fn buckets_are_checked_as_spin_checks_stores() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut kv = state(dir.path());
+        assert!(matches!(
+            kv.open("cache".into()).await.unwrap(),
+            Err(Error::AccessDenied)
+        ));
+        assert!(matches!(
+            kv.open("unset".into()).await.unwrap(),
+            Err(Error::NoSuchStore)
+        ));
+        let rep = kv.open("default".into()).await.unwrap().unwrap().rep();
+        let refused = kv.list_keys(bucket(rep), Some("x".into())).await.unwrap();
+        assert!(matches!(refused, Err(Error::Other(m)) if m == "list_keys: cursor not supported"));
+    }
+
+    #[tokio::test]
+    async fn batches_pair_every_key_and_counters_add_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut kv = state(dir.path());
+        let rep = kv.open("default".into()).await.unwrap().unwrap().rep();
+        let pairs = vec![
+            ("a".to_string(), b"1".to_vec()),
+            ("b".to_string(), b"2".to_vec()),
+        ];
+        kv.set_many(bucket(rep), pairs).await.unwrap().unwrap();
+        let got = kv
+            .get_many(bucket(rep), vec!["b".into(), "nope".into(), "a".into()])
+            .await
+            .unwrap()
+            .unwrap();
+        let expected = vec![
+            ("b".to_string(), Some(b"2".to_vec())),
+            ("nope".to_string(), None),
+            ("a".to_string(), Some(b"1".to_vec())),
+        ];
+        assert_eq!(got, expected);
+        kv.delete_many(bucket(rep), vec!["a".into()])
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!kv.exists(bucket(rep), "a".into()).await.unwrap().unwrap());
+        assert_eq!(
+            kv.increment(bucket(rep), "n".into(), 3)
+                .await
+                .unwrap()
+                .unwrap(),
+            3
+        );
+        assert_eq!(
+            kv.increment(bucket(rep), "n".into(), -1)
+                .await
+                .unwrap()
+                .unwrap(),
+            2
+        );
+    }
+
+    #[tokio::test]
+    async fn a_swap_fails_when_the_value_changed_and_hands_back_a_fresh_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut kv = state(dir.path());
+        let rep = kv.open("default".into()).await.unwrap().unwrap().rep();
+        kv.set(bucket(rep), "k".into(), b"old".to_vec())
+            .await
+            .unwrap()
+            .unwrap();
+        let cas = kv.new(bucket(rep), "k".into()).await.unwrap().unwrap();
+        assert_eq!(
+            kv.current(Resource::new_own(cas.rep()))
+                .await
+                .unwrap()
+                .unwrap(),
+            Some(b"old".to_vec())
+        );
+        kv.set(bucket(rep), "k".into(), b"changed".to_vec())
+            .await
+            .unwrap()
+            .unwrap();
+        let retry = match kv.swap(cas, b"mine".to_vec()).await.unwrap() {
+            Err(atomics::CasError::CasFailed(retry)) => retry,
+            other => panic!("{other:?}"),
+        };
+        // The fresh handle has read the new value, so its swap succeeds.
+        kv.swap(retry, b"mine".to_vec()).await.unwrap().unwrap();
+        assert_eq!(
+            kv.get(bucket(rep), "k".into()).await.unwrap().unwrap(),
+            Some(b"mine".to_vec())
+        );
+        // A swap that saw the key absent loses to whoever created it first.
+        let cas = kv.new(bucket(rep), "fresh".into()).await.unwrap().unwrap();
+        assert_eq!(
+            kv.current(Resource::new_own(cas.rep()))
+                .await
+                .unwrap()
+                .unwrap(),
+            None
+        );
+        kv.set(bucket(rep), "fresh".into(), b"first".to_vec())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(
+            kv.swap(cas, b"second".to_vec()).await.unwrap(),
+            Err(atomics::CasError::CasFailed(_))
+        ));
+    }
+}

@@ -79,6 +79,7 @@ async fn respond(request: Request) -> Response {
             text(200, format!("slept {millis} ms"))
         }
         "/kv" => text(200, open_store(&param("label"))),
+        "/kv-wasi" => text(200, wasi_batch(&param("label"))),
         "/kv-keys" => {
             match spin_sdk::key_value::Store::open_default().and_then(|store| store.get_keys()) {
                 Ok(keys) => text(200, keys.len().to_string()),
@@ -125,6 +126,34 @@ fn open_store(label: &str) -> String {
         },
         Err(error) => format!("error: {error:?}"),
     }
+}
+
+/// `wasi:keyvalue` on `label`: a batch written, read back with a missing key between, and
+/// removed; a counter; then what is left, or the error of the step that failed.
+fn wasi_batch(label: &str) -> String {
+    use spin_sdk::wit::wasi::keyvalue::{atomics, batch, store};
+    let run = || -> Result<String, store::Error> {
+        let bucket = store::open(label)?;
+        let pairs = [
+            ("wasi-a".to_string(), b"1".to_vec()),
+            ("wasi-b".to_string(), b"2".to_vec()),
+        ];
+        batch::set_many(&bucket, &pairs)?;
+        let keys = ["wasi-a", "wasi-none", "wasi-b"].map(String::from);
+        let got = batch::get_many(&bucket, &keys)?;
+        batch::delete_many(&bucket, &keys)?;
+        let count = atomics::increment(&bucket, "wasi-n", 5)?;
+        let read: Vec<String> = got
+            .into_iter()
+            .map(|(key, value)| match value {
+                Some(value) => format!("{key}={}", String::from_utf8_lossy(&value)),
+                None => format!("{key}=none"),
+            })
+            .collect();
+        let left = bucket.exists("wasi-a")?;
+        Ok(format!("{} n={count} a-left={left}", read.join(" ")))
+    };
+    run().unwrap_or_else(|error| format!("error: {error:?}"))
 }
 
 fn text(status: u16, body: String) -> Response {
