@@ -8,16 +8,13 @@ mod support;
 
 use std::path::PathBuf;
 use std::process::Command;
-use support::s3::{ACCESS_KEY, REGION, S3Server, SECRET_KEY};
+use support::s3::{self, S3Server};
 use support::*;
 
 const BUCKET: &str = "contract-uploads";
 
 fn schemathesis() -> PathBuf {
-    let cache = std::env::var_os("GREETER_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/greeter"));
-    let binary = cache.join("venv/bin/schemathesis");
+    let binary = cache_dir().join("venv/bin/schemathesis");
     assert!(
         binary.exists(),
         "{} is missing: .ci/setup installs it (make test runs it)",
@@ -31,19 +28,7 @@ fn every_operation_answers_as_its_openapi_document_says() {
     let dir = tempfile::tempdir().unwrap();
     let s3 = S3Server::start(&dir.path().join("s3"));
     s3.create_bucket(BUCKET);
-    let endpoint = s3.endpoint();
-    let mut builder = HostBuilder::new(&app_manifest(), &dir.path().join("state"));
-    for (name, value) in [
-        ("S3_ENDPOINT", endpoint.as_str()),
-        ("S3_REGION", REGION),
-        ("S3_BUCKET", BUCKET),
-        ("S3_PATH_STYLE", "true"),
-        ("S3_ACCESS_KEY_ID", ACCESS_KEY),
-        ("S3_SECRET_ACCESS_KEY", SECRET_KEY),
-    ] {
-        builder = builder.env(&format!("SPIN_VARIABLE_{name}"), value);
-    }
-    let host = builder.start();
+    let host = s3::app_with_s3(&s3, BUCKET, &dir.path().join("state"), &[]).start();
     let output = Command::new(schemathesis())
         .arg("run")
         .arg(host.url("/openapi.json"))

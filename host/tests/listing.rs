@@ -20,15 +20,6 @@ fn host_on_redis(redis: &Redis, dir: &Path) -> Host {
         .start()
 }
 
-fn create(host: &Host, name: &str) -> String {
-    let reply = post_json(
-        &host.url("/api/greetings"),
-        &serde_json::json!({ "name": name }),
-    );
-    assert_eq!(reply.status, 201, "{}", reply.body);
-    reply.json()["id"].as_str().unwrap().to_string()
-}
-
 /// Every listed id, following cursors; panics on a failed page or an id listed twice.
 fn all_ids(host: &Host) -> Vec<String> {
     let (mut ids, mut query) = (Vec::new(), "limit=7".to_string());
@@ -78,7 +69,7 @@ fn a_page_reads_the_same_few_keys_with_200_or_2000_greetings() {
                 let host = &host;
                 scope.spawn(move || {
                     for _ in 0..(total - all_ids_len(host)) / 8 {
-                        create(host, &format!("w{writer}"));
+                        create_greeting(host, &format!("w{writer}"));
                     }
                 });
             }
@@ -123,8 +114,8 @@ fn counters_and_entries_are_plain_keys_stored_as_spin_stores_them() {
     let dir = tempfile::tempdir().unwrap();
     let redis = Redis::start(dir.path());
     let host = host_on_redis(&redis, dir.path());
-    let id = create(&host, "Ada");
-    create(&host, "Grace");
+    let id = create_greeting(&host, "Ada");
+    create_greeting(&host, "Grace");
     let mut client = redis.client().unwrap();
     let text = |key: &str, client: &mut ::redis::Connection| -> Option<String> {
         ::redis::cmd("GET").arg(key).query(client).unwrap()
@@ -172,7 +163,8 @@ fn concurrent_writers_and_racing_deletes_on_two_hosts_keep_the_listing_exact() {
                 scope.spawn(move || {
                     let (mut created, mut deleted) = (Vec::new(), Vec::new());
                     for i in 0..EACH {
-                        let id = create(&hosts[(writer + i) % 2], &format!("w{writer}-{i}"));
+                        let id =
+                            create_greeting(&hosts[(writer + i) % 2], &format!("w{writer}-{i}"));
                         if i % 3 == 0 {
                             // Both hosts delete it at once: one 204 at least, the rest 204 or 404.
                             let url = |h: &Host| h.url(&format!("/api/greetings/{id}"));
@@ -278,7 +270,7 @@ fn a_host_killed_mid_write_loses_no_acknowledged_greeting() {
         .filter(|id| !listed.contains(*id))
         .collect();
     assert!(lost.is_empty(), "acknowledged but not listed: {lost:?}");
-    let after = create(&restarted, "after");
+    let after = create_greeting(&restarted, "after");
     assert_eq!(all_ids(&restarted)[0], after, "the newest comes first");
 }
 
@@ -318,7 +310,7 @@ fn greetings_from_before_the_log_are_backfilled_once_by_racing_hosts() {
     for listed in &listings {
         assert_eq!(listed, &newest_first);
     }
-    let new = create(&hosts[0], "new");
+    let new = create_greeting(&hosts[0], "new");
     assert_eq!(all_ids(&hosts[1])[..2], [new, newest_first[0].clone()]);
 }
 

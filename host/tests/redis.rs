@@ -21,15 +21,6 @@ fn host_on(redis: &Redis, manifest: &std::path::Path, dir: &std::path::Path) -> 
         .start()
 }
 
-fn create(host: &Host, name: &str) -> String {
-    let reply = post_json(
-        &host.url("/api/greetings"),
-        &serde_json::json!({ "name": name }),
-    );
-    assert_eq!(reply.status, 201, "{}", reply.body);
-    reply.json()["id"].as_str().unwrap().to_string()
-}
-
 /// Every greeting id, following the cursor through all pages.
 fn all_ids(host: &Host) -> Vec<String> {
     let mut ids = Vec::new();
@@ -63,8 +54,8 @@ fn two_hosts_share_greetings_and_recover_from_a_redis_restart() {
     let a = host_on(&redis, &app_manifest(), dir.path());
     let b = host_on(&redis, &app_manifest(), dir.path());
 
-    let from_a = create(&a, "Ada");
-    let from_b = create(&b, "Grace");
+    let from_a = create_greeting(&a, "Ada");
+    let from_b = create_greeting(&b, "Grace");
     assert_eq!(
         get(&b.url(&format!("/api/greetings/{from_a}"))).json()["name"],
         "Ada"
@@ -85,7 +76,7 @@ fn two_hosts_share_greetings_and_recover_from_a_redis_restart() {
     eventually("host B reconnecting", || {
         get(&b.url("/api/ready")).status == 200
     });
-    let after = create(&b, "Katherine");
+    let after = create_greeting(&b, "Katherine");
     assert_eq!(get(&a.url(&format!("/api/greetings/{after}"))).status, 200);
     assert_eq!(all_ids(&a).len(), 3);
 }
@@ -95,7 +86,7 @@ fn while_redis_is_down_writes_get_503_and_readiness_fails_then_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let mut redis = Redis::start(dir.path());
     let host = host_on(&redis, &app_manifest(), dir.path());
-    let kept = create(&host, "Ada");
+    let kept = create_greeting(&host, "Ada");
 
     redis.stop();
     let started = Instant::now();
@@ -120,7 +111,7 @@ fn while_redis_is_down_writes_get_503_and_readiness_fails_then_recovers() {
     eventually("readiness after Redis is back", || {
         get(&host.url("/api/ready")).status == 200
     });
-    create(&host, "Grace");
+    create_greeting(&host, "Grace");
     assert_eq!(
         get(&host.url(&format!("/api/greetings/{kept}"))).status,
         200
@@ -143,7 +134,7 @@ fn concurrent_writers_through_two_hosts_lose_nothing() {
                 let host = &hosts[writer % 2];
                 scope.spawn(move || {
                     (0..WRITES_EACH)
-                        .map(|i| create(host, &format!("w{writer}-{i}")))
+                        .map(|i| create_greeting(host, &format!("w{writer}-{i}")))
                         .collect::<Vec<_>>()
                 })
             })

@@ -7,31 +7,14 @@ mod support;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
-use support::s3::{self, ACCESS_KEY, REGION, S3Server, SECRET_KEY};
+use support::s3::{self, ACCESS_KEY, S3Server, SECRET_KEY};
 use support::*;
 
 const BUCKET: &str = "greeter-uploads";
 
 /// The app configured for `server` through `SPIN_VARIABLE_S3_*`, path style.
 fn host_for(server: &S3Server, state: &Path, overrides: &[(&str, &str)]) -> Host {
-    let mut builder = HostBuilder::new(&app_manifest(), state);
-    let endpoint = server.endpoint();
-    let mut variables = vec![
-        ("S3_ENDPOINT", endpoint.as_str()),
-        ("S3_REGION", REGION),
-        ("S3_BUCKET", BUCKET),
-        ("S3_PATH_STYLE", "true"),
-        ("S3_ACCESS_KEY_ID", ACCESS_KEY),
-        ("S3_SECRET_ACCESS_KEY", SECRET_KEY),
-    ];
-    for (name, value) in overrides {
-        variables.retain(|(n, _)| n != name);
-        variables.push((name, value));
-    }
-    for (name, value) in variables {
-        builder = builder.env(&format!("SPIN_VARIABLE_{name}"), value);
-    }
-    builder.start()
+    s3::app_with_s3(server, BUCKET, state, overrides).start()
 }
 
 fn upload(host: &Host, query: &str) -> Reply {

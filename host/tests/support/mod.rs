@@ -257,6 +257,25 @@ pub fn post_json(url: &str, body: &serde_json::Value) -> Reply {
     send("POST", url, "application/json", body.to_string().as_bytes())
 }
 
+/// POSTs a greeting named `name` to the app and returns its id; panics unless it is created.
+pub fn create_greeting(host: &Host, name: &str) -> String {
+    let reply = post_json(
+        &host.url("/api/greetings"),
+        &serde_json::json!({ "name": name }),
+    );
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    reply.json()["id"].as_str().unwrap().to_string()
+}
+
+/// The test tools' cache, as `.ci/setup` fills it: `$GREETER_CACHE`, else `~/.cache/greeter`.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("GREETER_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/greeter")
+        })
+}
+
 /// Like [`post_json`], but `None` when no response came (the server died).
 pub fn try_post_json(url: &str, body: &serde_json::Value) -> Option<Reply> {
     let request = http::Request::builder()

@@ -14,18 +14,41 @@ pub const REGION: &str = "us-east-1";
 
 /// `$GREETER_CACHE/s3s-fs/bin/s3s-fs`, where the install script puts it.
 pub fn server_binary() -> PathBuf {
-    let cache = std::env::var_os("GREETER_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/greeter")
-        });
-    let binary = cache.join("s3s-fs/bin/s3s-fs");
+    let binary = super::cache_dir().join("s3s-fs/bin/s3s-fs");
     assert!(
         binary.exists(),
         "{} is missing: run tests/s3/install-s3-server (make test runs it through .ci/setup)",
         binary.display()
     );
     binary
+}
+
+/// The app on `state`, its S3 variables pointing at `server`'s `bucket`, with `overrides`
+/// (variable name, value) replacing or adding variables.
+pub fn app_with_s3(
+    server: &S3Server,
+    bucket: &str,
+    state: &Path,
+    overrides: &[(&str, &str)],
+) -> super::HostBuilder {
+    let mut builder = super::HostBuilder::new(&super::app_manifest(), state);
+    let endpoint = server.endpoint();
+    let mut variables = vec![
+        ("S3_ENDPOINT", endpoint.as_str()),
+        ("S3_REGION", REGION),
+        ("S3_BUCKET", bucket),
+        ("S3_PATH_STYLE", "true"),
+        ("S3_ACCESS_KEY_ID", ACCESS_KEY),
+        ("S3_SECRET_ACCESS_KEY", SECRET_KEY),
+    ];
+    for (name, value) in overrides {
+        variables.retain(|(n, _)| n != name);
+        variables.push((name, value));
+    }
+    for (name, value) in variables {
+        builder = builder.env(&format!("SPIN_VARIABLE_{name}"), value);
+    }
+    builder
 }
 
 pub struct S3Server {
