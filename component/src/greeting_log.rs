@@ -26,10 +26,10 @@ use crate::platform::{KeyValue, counter_value};
 const HEAD_KEY: &str = "greeting-log:head";
 const ENTRY_PREFIX: &str = "greeting-log:";
 /// Positions per block, and blocks per block of the level above.
-pub const BLOCK: u64 = 64;
+const BLOCK: u64 = 64;
 const BLOCK_BITS: u32 = BLOCK.trailing_zeros();
 /// Levels of dead counts: the top level's blocks hold 64^6 (about 7 * 10^10) positions.
-pub const LEVELS: u32 = 6;
+const LEVELS: u32 = 6;
 
 /// The key of the log entry at `position`.
 fn entry_key(position: u64) -> String {

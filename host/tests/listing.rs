@@ -68,7 +68,7 @@ fn a_page_reads_the_same_few_keys_with_200_or_2000_greetings() {
             for writer in 0..8 {
                 let host = &host;
                 scope.spawn(move || {
-                    for _ in 0..(total - all_ids_len(host)) / 8 {
+                    for _ in 0..(total - log_head(host)) / 8 {
                         create_greeting(host, &format!("w{writer}"));
                     }
                 });
@@ -101,9 +101,9 @@ fn a_page_reads_the_same_few_keys_with_200_or_2000_greetings() {
     );
 }
 
-fn all_ids_len(host: &Host) -> usize {
+/// The newest greeting's log position: the cursor of a one-greeting first page.
+fn log_head(host: &Host) -> usize {
     let page = get(&host.url("/api/greetings?limit=1")).json();
-    // Cursors are positions: the first page's cursor is the number written so far.
     page["next_cursor"]
         .as_str()
         .map_or(0, |cursor| cursor.parse::<usize>().unwrap())

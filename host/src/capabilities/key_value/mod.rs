@@ -241,25 +241,23 @@ impl Backend {
                 let found = redis.get_many(keys).await?;
                 let mut total = size_of::<Vec<(String, Option<Vec<u8>>)>>();
                 for (key, value) in &found {
-                    total += size_of::<(String, Option<Vec<u8>>)>()
-                        + key.len()
-                        + value.as_ref().map_or(0, Vec::len);
-                }
-                if total > limit {
-                    return Err(too_large(limit));
+                    count_pair(&mut total, key, value.as_ref(), limit)?;
                 }
                 Ok(found)
             }
         }
     }
 
-    async fn set_many(&self, mut pairs: Vec<(String, Vec<u8>)>) -> Result<(), Error> {
+    async fn set(&self, key: String, value: Vec<u8>) -> Result<(), Error> {
+        match self {
+            Backend::Sqlite { .. } => self.set_many(vec![(key, value)]).await,
+            Backend::Redis(redis) => redis.set(&key, value).await,
+        }
+    }
+
+    async fn set_many(&self, pairs: Vec<(String, Vec<u8>)>) -> Result<(), Error> {
         match self {
             Backend::Sqlite { db, label } => db.apply(label, Change::Put(pairs)).await.map(drop),
-            Backend::Redis(redis) if pairs.len() == 1 => {
-                let (key, value) = pairs.pop().expect("one pair");
-                redis.set(&key, value).await
-            }
             Backend::Redis(redis) => redis.set_many(pairs).await,
         }
     }
@@ -333,7 +331,22 @@ fn too_large(limit: usize) -> Error {
 
 /// Adds one key's share to a running [`MAX_RESULT_BYTES`] count, as Spin counts a key list.
 fn count_key(total: &mut usize, key: &str, limit: usize) -> Result<(), Error> {
-    *total += size_of::<String>() + key.len();
+    add_share(total, size_of::<String>() + key.len(), limit)
+}
+
+/// Adds one pair's share to a running [`MAX_RESULT_BYTES`] count, as Spin counts `get-many`.
+fn count_pair(
+    total: &mut usize,
+    key: &str,
+    value: Option<&Vec<u8>>,
+    limit: usize,
+) -> Result<(), Error> {
+    let share = size_of::<(String, Option<Vec<u8>>)>() + key.len() + value.map_or(0, Vec::len);
+    add_share(total, share, limit)
+}
+
+fn add_share(total: &mut usize, share: usize, limit: usize) -> Result<(), Error> {
+    *total += share;
     if *total > limit {
         Err(too_large(limit))
     } else {
@@ -341,19 +354,24 @@ fn count_key(total: &mut usize, key: &str, limit: usize) -> Result<(), Error> {
     }
 }
 
+/// The state of an instance granted `granted`, with `default` in `dir` and an in-memory
+/// `cache` that no test grants.
+#[cfg(test)]
+fn test_state(granted: &[&str], dir: &Path) -> KeyValueState {
+    let configured = HashMap::from([("cache".to_string(), StoreConfig::Sqlite(None))]);
+    let stores = Stores::open(&configured, dir).unwrap();
+    KeyValueState::new(
+        Arc::new(stores),
+        granted.iter().map(|s| s.to_string()).collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::key_value::HostStore;
     use super::*;
 
-    fn state(granted: &[&str], dir: &Path) -> KeyValueState {
-        let configured = HashMap::from([("cache".to_string(), StoreConfig::Sqlite(None))]);
-        let stores = Stores::open(&configured, dir).unwrap();
-        KeyValueState::new(
-            Arc::new(stores),
-            granted.iter().map(|s| s.to_string()).collect(),
-        )
-    }
+    use super::test_state as state;
 
     #[tokio::test]
     async fn labels_are_checked_grant_first_then_configuration() {

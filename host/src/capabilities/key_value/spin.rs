@@ -31,7 +31,7 @@ impl key_value::HostStore for KeyValueState {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        Ok(self.backend(&store)?.set_many(vec![(key, value)]).await)
+        Ok(self.backend(&store)?.set(key, value).await)
     }
 
     async fn delete(&mut self, store: Store, key: String) -> wasmtime::Result<Result<(), Error>> {

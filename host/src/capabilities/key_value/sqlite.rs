@@ -7,7 +7,7 @@
 //! connections on tokio's blocking threads, so a slow disk or a locked file never stalls the
 //! async workers; in WAL mode they never wait for the writer.
 
-use super::{Error, backend_error, count_key, too_large};
+use super::{Error, backend_error, count_key, count_pair};
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use std::path::Path;
@@ -144,11 +144,8 @@ impl SqliteDb {
                 let value: Option<Vec<u8>> = statement
                     .query_row(params![store, key], |row| row.get(0))
                     .optional()?;
-                total += size_of::<(String, Option<Vec<u8>>)>()
-                    + key.len()
-                    + value.as_ref().map_or(0, Vec::len);
-                if total > limit {
-                    return Ok(Err(too_large(limit)));
+                if let Err(error) = count_pair(&mut total, &key, value.as_ref(), limit) {
+                    return Ok(Err(error));
                 }
                 found.push((key, value));
             }

@@ -46,10 +46,7 @@ impl store::HostBucket for KeyValueState {
 
     async fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> Outcome<()> {
         let backend = self.backend(&bucket)?;
-        Ok(backend
-            .set_many(vec![(key, value)])
-            .await
-            .map_err(wasi_error))
+        Ok(backend.set(key, value).await.map_err(wasi_error))
     }
 
     async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Outcome<()> {
@@ -189,10 +186,7 @@ impl atomics::Host for KeyValueState {
         } = remove(&mut self.swaps, cas.rep())?;
         let written = match observed {
             Some(expected) => backend.swap(key.clone(), expected, value).await,
-            None => backend
-                .set_many(vec![(key.clone(), value)])
-                .await
-                .map(|()| true),
+            None => backend.set(key.clone(), value).await.map(|()| true),
         };
         let store_error = |error| Ok(Err(atomics::CasError::StoreError(error)));
         match written {
@@ -221,20 +215,13 @@ impl atomics::Host for KeyValueState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capabilities::key_value::{StoreConfig, Stores};
+    use crate::capabilities::key_value::test_state;
     use atomics::{Host as _, HostCas as _};
     use batch::Host as _;
-    use std::collections::HashMap;
-    use std::sync::Arc;
     use store::{Host as _, HostBucket as _};
 
     fn state(dir: &std::path::Path) -> KeyValueState {
-        let configured = HashMap::from([("cache".to_string(), StoreConfig::Sqlite(None))]);
-        let stores = Stores::open(&configured, dir).unwrap();
-        KeyValueState::new(
-            Arc::new(stores),
-            ["default".to_string(), "unset".to_string()].into(),
-        )
+        test_state(&["default", "unset"], dir)
     }
 
     fn bucket(rep: u32) -> Resource<Bucket> {
