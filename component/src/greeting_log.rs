@@ -2,8 +2,10 @@
 //!
 //! Every greeting takes the next *position* from one counter (`increment`, atomic on every
 //! Spin store) and is written together with its log entry `greeting-log:<position>` = its id
-//! (one `set-many`). A page walks positions downwards from its cursor, so it reads what it
-//! lists, not the whole store. Deleting a greeting blanks its entry with a compare-and-swap,
+//! (one `set-many`). Records from before the log are given positions below the first new
+//! one, counting down from a second counter, so creating never waits for them and they are
+//! listed after every new greeting. A page walks positions downwards from its cursor, so it
+//! reads what it lists, not the whole store. Deleting a greeting blanks its entry with a compare-and-swap,
 //! and only the caller whose swap won counts it in its block's dead count: blocks of
 //! [`BLOCK`] positions, and blocks of blocks up to [`LEVELS`] levels, so a walk steps over
 //! any run of deleted greetings in a few reads.
@@ -22,8 +24,13 @@ use crate::errors::{ApiError, ErrorCode};
 use crate::ids::GreetingId;
 use crate::platform::{KeyValue, counter_value};
 
-/// The last position handed out.
+/// How many positions new greetings have taken, counting up from [`FIRST_NEW`].
 const HEAD_KEY: &str = "greeting-log:head";
+/// How many positions records from before the log have taken, counting down below it.
+const TAIL_KEY: &str = "greeting-log:tail";
+/// The first new greeting's position: room below for 2^40 older records, and a multiple of
+/// every block width, so blocks never straddle the two ranges.
+const FIRST_NEW: u64 = 1 << 40;
 const ENTRY_PREFIX: &str = "greeting-log:";
 /// Positions per block, and blocks per block of the level above.
 const BLOCK: u64 = 64;
@@ -57,11 +64,27 @@ fn counter(store: &dyn KeyValue, key: &str) -> Result<u64, ApiError> {
     }
 }
 
-/// Takes the next position. It is the greeting's once [`entry`] is stored with its record.
+/// Takes the next position, above all others. It is the greeting's once [`entry`] is stored
+/// with its record.
 pub fn take_position(store: &dyn KeyValue) -> Result<u64, ApiError> {
-    let position = store.increment(HEAD_KEY, 1)?;
-    u64::try_from(position)
-        .map_err(|_| ApiError::new(ErrorCode::InternalError, format!("{HEAD_KEY} is negative.")))
+    Ok(FIRST_NEW - 1 + take(store, HEAD_KEY, u64::MAX - FIRST_NEW)?)
+}
+
+/// Takes the next position below all others, for a record from before the log.
+pub fn take_older_position(store: &dyn KeyValue) -> Result<u64, ApiError> {
+    Ok(FIRST_NEW - take(store, TAIL_KEY, FIRST_NEW - 1)?)
+}
+
+/// Increments the counter `key`, which may reach `most`.
+fn take(store: &dyn KeyValue, key: &str, most: u64) -> Result<u64, ApiError> {
+    let count = store.increment(key, 1)?;
+    u64::try_from(count)
+        .ok()
+        .filter(|count| (1..=most).contains(count))
+        .ok_or_else(|| {
+            let message = format!("The store's {key} is out of range: {count}.");
+            ApiError::new(ErrorCode::InternalError, message)
+        })
 }
 
 /// The log entry to store with the record of greeting `id` at `position`.
@@ -104,10 +127,21 @@ pub fn newest_first<T>(
     want: usize,
     mut load: impl FnMut(u64, GreetingId) -> Result<Option<T>, ApiError>,
 ) -> Result<Vec<(u64, T)>, ApiError> {
-    let head = counter(store, HEAD_KEY)?;
-    let mut position = before.map_or(head, |before| before.saturating_sub(1).min(head));
+    let top = (FIRST_NEW - 1).saturating_add(counter(store, HEAD_KEY)?);
+    let mut position = before.map_or(top, |before| before.saturating_sub(1).min(top));
+    // Below the new greetings, the walk ends at the oldest record's position (read once).
+    let mut oldest = None;
     let mut found = Vec::new();
-    while position > 0 && found.len() < want {
+    while found.len() < want && position > 0 {
+        if position < FIRST_NEW {
+            let oldest = match oldest {
+                Some(oldest) => oldest,
+                None => *oldest.insert(FIRST_NEW - counter(store, TAIL_KEY)?.min(FIRST_NEW)),
+            };
+            if position < oldest {
+                break;
+            }
+        }
         let id = store
             .get(&entry_key(position))?
             .and_then(|bytes| GreetingId::parse(std::str::from_utf8(&bytes).ok()?));
@@ -207,6 +241,11 @@ mod tests {
             .collect()
     }
 
+    /// The position of the `n`th new greeting.
+    fn nth(n: u64) -> u64 {
+        FIRST_NEW - 1 + n
+    }
+
     fn live(store: &dyn KeyValue, before: Option<u64>, want: usize) -> Vec<u64> {
         newest_first(store, before, want, |_, id| Ok(Some(id)))
             .unwrap()
@@ -219,13 +258,17 @@ mod tests {
     fn walks_newest_first_from_the_cursor() {
         let store = MemoryStore::default();
         append(&store, 10);
-        assert_eq!(live(&store, None, 3), [10, 9, 8]);
-        assert_eq!(live(&store, Some(8), 3), [7, 6, 5]);
-        assert_eq!(live(&store, Some(2), 3), [1]);
+        assert_eq!(live(&store, None, 3), [nth(10), nth(9), nth(8)]);
+        assert_eq!(live(&store, Some(nth(8)), 3), [nth(7), nth(6), nth(5)]);
+        assert_eq!(live(&store, Some(nth(2)), 3), [nth(1)]);
         assert_eq!(
-            live(&store, Some(1_000), 2),
-            [10, 9],
+            live(&store, Some(nth(1_000)), 2),
+            [nth(10), nth(9)],
             "a cursor above the head"
+        );
+        assert!(
+            live(&store, Some(5), 3).is_empty(),
+            "a cursor below the log"
         );
         assert!(live(&MemoryStore::default(), None, 3).is_empty());
     }
@@ -239,7 +282,7 @@ mod tests {
             remove(&store, position, id).unwrap();
         }
         assert_eq!(counter(&store, &dead_key(1, position)).unwrap(), 1);
-        assert_eq!(live(&store, None, 10), [3, 1]);
+        assert_eq!(live(&store, None, 10), [nth(3), nth(1)]);
     }
 
     #[test]
@@ -272,7 +315,7 @@ mod tests {
         let foreign = take_position(&store).unwrap();
         store.set_raw(&entry_key(foreign), b"not an id");
         append(&store, 1);
-        assert_eq!(live(&store, None, 10), [5, 2, 1]);
+        assert_eq!(live(&store, None, 10), [nth(5), nth(2), nth(1)]);
     }
 
     #[test]
@@ -280,7 +323,25 @@ mod tests {
         let store = MemoryStore::default();
         let entries = append(&store, 1);
         abandon(&store, entries[0].0).unwrap();
-        assert_eq!(counter(&store, &dead_key(1, 1)).unwrap(), 1);
+        assert_eq!(counter(&store, &dead_key(1, entries[0].0)).unwrap(), 1);
         assert!(live(&store, None, 10).is_empty());
+    }
+
+    #[test]
+    fn older_records_come_after_every_new_greeting_newest_of_them_first() {
+        let store = MemoryStore::default();
+        let new = append(&store, 2);
+        let older: Vec<u64> = (0..3)
+            .map(|i| {
+                let position = take_older_position(&store).unwrap();
+                let (key, value) = entry(position, GreetingId::new(i, 0));
+                store.set_many(&[(key, value)]).unwrap();
+                position
+            })
+            .collect();
+        let all = [new[1].0, new[0].0, older[0], older[1], older[2]];
+        assert_eq!(live(&store, None, 10), all);
+        assert_eq!(live(&store, Some(new[0].0), 10), all[2..]);
+        assert_eq!(live(&store, Some(older[1]), 10), [older[2]]);
     }
 }

@@ -4,7 +4,8 @@
 //! A record and its log entry are written together; a record is replaced and a log entry
 //! blanked only by compare-and-swap, so concurrent writers on several hosts lose nothing.
 //! Records from before the log (no position) are given one by [`backfill`] before the first
-//! listing or creation that finds the log not yet backfilled.
+//! listing that finds the log not yet backfilled; their positions are below every new one, so
+//! creating need not wait for it.
 
 use std::fmt;
 
@@ -97,7 +98,6 @@ impl GreetingInput {
 pub fn create(platform: Platform, input: GreetingInput) -> Result<Greeting, ApiError> {
     let (name, message) = input.into_valid()?;
     let store = platform.store;
-    backfill(store)?;
     let now = platform.clock.now_unix_ms();
     let id = GreetingId::new(now, platform.random.random_u128());
     let created_at = rfc3339_millis(now);
@@ -181,11 +181,11 @@ pub fn list(store: &dyn KeyValue, request: PageRequest) -> Result<GreetingPage, 
     })
 }
 
-/// Gives every record without a position one, oldest first, once per store: the upgrade
-/// from the version without a log. Several hosts may run it at once: a record takes a
-/// position by swap, and the loser's entry is abandoned. Until it has finished (it reads every
-/// key, once), every listing and creation tries again.
-pub fn backfill(store: &dyn KeyValue) -> Result<(), ApiError> {
+/// Gives every record without a position one, newest first and each below the last, once
+/// per store: the upgrade from the version without a log. Several hosts may run it at once:
+/// a record takes a position by swap, and the loser's entry is abandoned. Until it has
+/// finished (it reads every key, once), every listing tries again.
+fn backfill(store: &dyn KeyValue) -> Result<(), ApiError> {
     if store.exists(BACKFILLED_KEY)? {
         return Ok(());
     }
@@ -194,7 +194,7 @@ pub fn backfill(store: &dyn KeyValue) -> Result<(), ApiError> {
         .iter()
         .filter_map(|key| key.strip_prefix(KEY_PREFIX).and_then(GreetingId::parse))
         .collect();
-    ids.sort_unstable();
+    ids.sort_unstable_by(|a, b| b.cmp(a));
     for id in ids {
         give_position(store, id)?;
     }
@@ -209,7 +209,7 @@ fn give_position(store: &dyn KeyValue, id: GreetingId) -> Result<(), ApiError> {
         if stored.position.is_some() {
             return Ok(());
         }
-        let position = greeting_log::take_position(store)?;
+        let position = greeting_log::take_older_position(store)?;
         let (entry_key, entry) = greeting_log::entry(position, id);
         store.set(&entry_key, &entry)?;
         stored.position = Some(position);
