@@ -3,6 +3,8 @@
 #   make test    installs what is missing (.ci/setup), then runs every check and test
 # The benchmark (not part of the tests; minutes once built, the host's release build first): bench/run
 CACHE ?= $(HOME)/.cache/greeter
+# Last, so the machine's own tools win; .ci/setup builds there what the machine lacks.
+export PATH := $(PATH):$(CACHE)/bin
 VENV := $(CACHE)/venv
 WASM := --target wasm32-wasip2 --release
 COMPONENTS := -p greeter -p hello -p faulty
