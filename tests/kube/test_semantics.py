@@ -193,6 +193,16 @@ def test_probes_use_the_health_and_readiness_routes(name):
 
 
 @pytest.mark.parametrize("name", APP_RENDERS)
+def test_spinapp_checks_spell_out_their_headers(name):
+    """spin-operator's mutating webhook turns an absent `httpHeaders` into `null`, which the
+    API server refuses on the first apply: every check of every SpinApp gives a list."""
+    checks = [(ident(app), kind, check["httpGet"].get("httpHeaders"))
+              for app in of_kind(render(name), "SpinApp")
+              for kind, check in app["spec"].get("checks", {}).items()]  # fmt: skip
+    assert [c for c in checks if not isinstance(c[2], list)] == []
+
+
+@pytest.mark.parametrize("name", APP_RENDERS)
 def test_each_image_has_one_reference_and_is_pinned(name):
     refs = image_references(render(name))
     for image in (APP_IMAGE, HOST_IMAGE):
@@ -271,6 +281,16 @@ def test_greeter_host_is_locked_down_and_drains_before_it_is_killed(name):
     ports = {p["containerPort"] for p in container["ports"]}
     assert {int(flag("--listen").rsplit(":")[1]), int(flag("--metrics-listen").rsplit(":")[1])} == ports
     assert pod["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
+
+
+@pytest.mark.parametrize("name", ("dev", "greeter-host-only"))
+def test_dev_schedules_on_nodes_without_a_zone_label(name):
+    """kind, minikube and bare-metal nodes carry no zone label; a hard zone spread would leave
+    dev's pods Pending there. Every node has a hostname label."""
+    hard = [(ident(obj), c["topologyKey"]) for obj, pod in pod_specs(render(name))
+            for c in pod.get("topologySpreadConstraints", [])
+            if c["whenUnsatisfiable"] == "DoNotSchedule"]  # fmt: skip
+    assert [h for h in hard if h[1] != "kubernetes.io/hostname"] == []
 
 
 def autoscalers(objects, target):
