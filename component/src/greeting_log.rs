@@ -5,10 +5,10 @@
 //! (one `set-many`). Records from before the log are given positions below the first new
 //! one, counting down from a second counter, so creating never waits for them and they are
 //! listed after every new greeting. A page walks positions downwards from its cursor, so it
-//! reads what it lists, not the whole store. Deleting a greeting blanks its entry with a compare-and-swap,
-//! and only the caller whose swap won counts it in its block's dead count: blocks of
-//! [`BLOCK`] positions, and blocks of blocks up to [`LEVELS`] levels, so a walk steps over
-//! any run of deleted greetings in a few reads.
+//! reads what it lists, not the whole store. Deleting a greeting blanks its entry with a
+//! compare-and-swap, and only the caller whose swap won counts it in its block's dead count:
+//! blocks of [`BLOCK`] positions, and blocks of blocks up to [`LEVELS`] levels, so a walk
+//! steps over any run of deleted greetings in a few reads.
 //!
 //! Every key is a plain key of the store, written only through interfaces that Spin 3.x,
 //! Spin 4 and greeter-host all serve the same way (single-key calls, `set-many`,
