@@ -1,8 +1,9 @@
 """The cluster the cluster tests run against, once per test session.
 
-With GREETER_KUBECONFIG set, the tests use that cluster (kind on GitHub, or one started by
-hand with tests/cluster/up); otherwise they start their own control plane and stop it at
-the end. A part that is missing fails the tests, naming it: they never skip.
+With GREETER_KUBECONFIG set, the tests use that cluster (kind on GitHub; for one started by
+hand with tests/cluster/up, GREETER_CLUSTER_PID names the process holding its namespaces,
+where kubectl must run to reach it); otherwise they start their own and stop it at the end.
+A part that is missing fails the tests, naming it: they never skip.
 """
 
 import os
@@ -11,25 +12,28 @@ from pathlib import Path
 
 import pytest
 
-from cluster.controlplane import ControlPlane, Kubectl
-from cluster.crds import install_crds
+from cluster.cluster import Cluster, GivenCluster
 
 KUBECONFIG_VARIABLE = "GREETER_KUBECONFIG"
+HOLDER_VARIABLE = "GREETER_CLUSTER_PID"
 
 
 @pytest.fixture(scope="session")
-def kubectl():
-    """`kubectl(*args, input=None, check=True)` against the cluster, its CRDs installed."""
+def cluster():
+    """The cluster: `kubectl(*args, input=None, check=True)`, `load(archive)` for images."""
     given = os.environ.get(KUBECONFIG_VARIABLE)
     if given:
-        run = Kubectl(Path(given)).run
-        install_crds(run)
-        yield run
+        holder = os.environ.get(HOLDER_VARIABLE)
+        yield GivenCluster(Path(given), int(holder) if holder else None)
         return
     with tempfile.TemporaryDirectory(prefix="greeter-cluster-") as directory:
-        control_plane = ControlPlane(Path(directory)).start()
+        started = Cluster(Path(directory)).start()
         try:
-            install_crds(control_plane.kubectl)
-            yield control_plane.kubectl
+            yield started
         finally:
-            control_plane.stop()
+            started.stop()
+
+
+@pytest.fixture(scope="session")
+def kubectl(cluster):
+    return cluster.kubectl

@@ -1,33 +1,43 @@
-"""A Kubernetes control plane for the tests: Debian's etcd and a kube-apiserver built from the
-pinned Kubernetes release (tests/kubernetes), on loopback, in a temporary directory.
+"""The cluster's control plane: Debian's etcd, and kube-apiserver, kube-controller-manager and
+kube-scheduler built from the pinned Kubernetes release (tests/kubernetes).
 
-Every process runs in its own session and is stopped by PID when the cluster stops, even
-when a test failed; nothing outlives the run (no files outside its directory, no ports
-left bound), so a second run on the same machine starts the same way.
+The API server listens on the node's address inside the cluster's namespaces, where pods
+reach it through Service `kubernetes` as on any cluster; etcd and the other parts' ports stay
+on the namespaces' loopback.
 """
 
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
+from cluster.namespaces import NODE_IP, Namespaces
 from cluster.pki import Pki
 
 CACHE = Path(os.environ.get("GREETER_CACHE", Path.home() / ".cache" / "greeter"))
-LOOPBACK = "127.0.0.1"
-# Addresses Services are given; no traffic goes there, the API server only allocates them.
+API_PORT = 6443
+ETCD_CLIENT_URL = "http://127.0.0.1:2379"
+ETCD_PEER_URL = "http://127.0.0.1:2380"
+# Addresses Services are given (only translated inside the cluster's namespaces).
 SERVICE_RANGE = "10.96.0.0/16"
 KUBERNETES_SERVICE_IP = "10.96.0.1"
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
-# What each part needs, and what installs it (.ci/setup runs both).
+# What each command needs, and what installs it (.ci/setup runs each).
 PARTS = {
     "etcd": "Debian's etcd-server package",
-    "kube-apiserver": "tests/kubernetes/install kube-apiserver",
     "kubectl": "tests/kubernetes/install kubectl, or the machine's own",
+    **{
+        command: f"tests/kubernetes/install {command}"
+        for command in ("kube-apiserver", "kube-controller-manager", "kube-scheduler",
+                        "kubelet", "kube-proxy")  # fmt: skip
+    },
+    "containerd": "Debian's containerd package",
+    "runc": "Debian's runc package",
+    "ctr": "Debian's containerd package",
+    "gcc": "Debian's gcc package (the pause image is built from tests/cluster/pause.c)",
 }
 
 
@@ -43,20 +53,31 @@ def find(command: str) -> str:
     return found
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((LOOPBACK, 0))
-        return probe.getsockname()[1]
+class Kubectl:
+    """kubectl against one cluster, named by its kubeconfig; `enter` runs it where the
+    cluster's addresses are reachable."""
+
+    def __init__(self, kubeconfig: Path, enter: tuple[str, ...] = ()):
+        self.kubeconfig = kubeconfig
+        self.enter = enter
+
+    def run(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        """kubectl's outcome; with `check`, a failure raises with what kubectl said."""
+        argv = [*self.enter, find("kubectl"), "--kubeconfig", str(self.kubeconfig), *args]
+        result = subprocess.run(argv, input=input, capture_output=True, text=True, check=False)
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
+        return result
 
 
 class Process:
-    """One part of the cluster, started in its own session, its output in `<name>.log`."""
+    """One part of the cluster, run inside its namespaces, its output in `<name>.log`."""
 
-    def __init__(self, name: str, argv: list[str], directory: Path):
+    def __init__(self, name: str, argv: list[str], directory: Path, enter: tuple[str, ...]):
         self.name = name
         self.log_path = directory / f"{name}.log"
         with self.log_path.open("wb") as log:
-            self.popen = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+            self.popen = subprocess.Popen([*enter, *argv], stdout=log, stderr=subprocess.STDOUT,
                                           stdin=subprocess.DEVNULL, cwd=directory,
                                           start_new_session=True)  # fmt: skip
 
@@ -78,117 +99,120 @@ class Process:
             self.popen.wait()
 
 
-class Kubectl:
-    """kubectl against one cluster, named by its kubeconfig."""
+class Parts:
+    """The processes of a cluster, started in order and stopped in reverse."""
 
-    def __init__(self, kubeconfig: Path):
-        self.kubeconfig = kubeconfig
-
-    def run(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
-        """kubectl's outcome; with `check`, a failure raises with what kubectl said."""
-        result = subprocess.run([find("kubectl"), "--kubeconfig", str(self.kubeconfig), *args],
-                                input=input, capture_output=True, text=True, check=False)  # fmt: skip
-        if check and result.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
-        return result
-
-
-class ControlPlane:
-    """etcd and kube-apiserver, with an admin kubeconfig at `kubeconfig`."""
-
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, namespaces: Namespaces):
         self.directory = directory
+        self.namespaces = namespaces
         self.processes: list[Process] = []
-        self.pki = Pki(directory / "pki")
-        self.kubeconfig = directory / "admin.kubeconfig"
-        self.kubectl = Kubectl(self.kubeconfig).run
 
-    def start(self) -> "ControlPlane":
-        try:
-            self._start_etcd()
-            self._start_apiserver()
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+    def spawn(self, name: str, argv: list[str]) -> Process:
+        process = Process(name, argv, self.directory, self.namespaces.enter)
+        self.processes.append(process)
+        return process
+
+    def check(self) -> None:
+        """Raises with the reason when any part has exited."""
+        for process in self.processes:
+            if why := process.exited():
+                raise ClusterError(why)
+
+    def wait_until(self, what: str, ready, timeout: float = START_TIMEOUT_S) -> None:
+        """Polls `ready()` until true, failing early when a part exits."""
+        deadline = time.monotonic() + timeout
+        while not ready():
+            self.check()
+            if time.monotonic() > deadline:
+                raise ClusterError(f"{what} not ready after {timeout:.0f} s (logs in {self.directory})")
+            time.sleep(0.5)
 
     def stop(self) -> None:
         for process in reversed(self.processes):
             process.stop()
 
-    def _spawn(self, name: str, argv: list[str]) -> Process:
-        process = Process(name, argv, self.directory)
-        self.processes.append(process)
-        return process
 
-    def _start_etcd(self) -> None:
-        client, peer = free_port(), free_port()
-        self.etcd_url = f"http://{LOOPBACK}:{client}"
-        self._spawn("etcd", [
-            find("etcd"), "--name", "test", "--data-dir", str(self.directory / "etcd"),
-            "--listen-client-urls", self.etcd_url, "--advertise-client-urls", self.etcd_url,
-            "--listen-peer-urls", f"http://{LOOPBACK}:{peer}",
-            "--initial-advertise-peer-urls", f"http://{LOOPBACK}:{peer}",
-            "--initial-cluster", f"test=http://{LOOPBACK}:{peer}",
-        ])  # fmt: skip
-
-    def _start_apiserver(self) -> None:
-        pki = self.pki
-        self.port = free_port()
-        hosts = (LOOPBACK, KUBERNETES_SERVICE_IP, "localhost", "kubernetes", "kubernetes.default",
-                 "kubernetes.default.svc", "kubernetes.default.svc.cluster.local")  # fmt: skip
-        serving_cert, serving_key = pki.issue("apiserver", "/CN=kube-apiserver", "serverAuth", hosts)
-        tokens_public, tokens_private = pki.signing_key("service-accounts")
-        admin_cert, admin_key = pki.issue("admin", "/O=system:masters/CN=greeter-test-admin", "clientAuth")
-        self._spawn("kube-apiserver", [
-            find("kube-apiserver"),
-            "--etcd-servers", self.etcd_url,
-            "--bind-address", LOOPBACK, "--advertise-address", LOOPBACK,
-            "--secure-port", str(self.port),
-            "--tls-cert-file", str(serving_cert), "--tls-private-key-file", str(serving_key),
-            "--client-ca-file", str(pki.ca),
-            "--authorization-mode", "Node,RBAC",
-            "--service-cluster-ip-range", SERVICE_RANGE,
-            # Its own Endpoints may not name a loopback address, and nothing here reaches the
-            # API server through Service `kubernetes`: no reconciler, no error every 10 s.
-            "--endpoint-reconciler-type", "none",
-            "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
-            "--service-account-key-file", str(tokens_public),
-            "--service-account-signing-key-file", str(tokens_private),
-        ])  # fmt: skip
-        self._write_kubeconfig(admin_cert, admin_key)
-
-    def _write_kubeconfig(self, cert: Path, key: Path) -> None:
-        self.kubeconfig.write_text(f"""\
+def kubeconfig(path: Path, pki: Pki, cert: Path, key: Path) -> Path:
+    path.write_text(f"""\
 apiVersion: v1
 kind: Config
 clusters:
 - name: greeter-test
   cluster:
-    server: https://{LOOPBACK}:{self.port}
-    certificate-authority: {self.pki.ca}
+    server: https://{NODE_IP}:{API_PORT}
+    certificate-authority: {pki.ca}
 users:
-- name: admin
+- name: user
   user:
     client-certificate: {cert}
     client-key: {key}
 contexts:
 - name: greeter-test
-  context: {{cluster: greeter-test, user: admin}}
+  context: {{cluster: greeter-test, user: user}}
 current-context: greeter-test
 """)
+    return path
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            for process in self.processes:
-                if why := process.exited():
-                    raise ClusterError(why)
-            ready = self.kubectl("get", "--raw", "/readyz", check=False)
-            if ready.returncode == 0:
-                return
-            if time.monotonic() > deadline:
-                raise ClusterError(f"kube-apiserver not ready after {START_TIMEOUT_S:.0f} s:\n"
-                                   f"{ready.stdout}{ready.stderr}")  # fmt: skip
-            time.sleep(0.5)
+
+class ControlPlane:
+    """etcd, the API server, the controller manager and the scheduler; `kubectl` as admin."""
+
+    def __init__(self, parts: Parts, pki: Pki):
+        self.parts = parts
+        self.pki = pki
+        directory = parts.directory
+        admin_cert, admin_key = pki.issue("admin", "/O=system:masters/CN=greeter-test-admin", "clientAuth")
+        self.kubeconfig = kubeconfig(directory / "admin.kubeconfig", pki, admin_cert, admin_key)
+        self.kubectl = Kubectl(self.kubeconfig, parts.namespaces.enter).run
+
+    def start(self) -> None:
+        parts, pki, directory = self.parts, self.pki, self.parts.directory
+        parts.spawn("etcd", [
+            find("etcd"), "--name", "test", "--data-dir", str(directory / "etcd"),
+            "--listen-client-urls", ETCD_CLIENT_URL, "--advertise-client-urls", ETCD_CLIENT_URL,
+            "--listen-peer-urls", ETCD_PEER_URL, "--initial-advertise-peer-urls", ETCD_PEER_URL,
+            "--initial-cluster", f"test={ETCD_PEER_URL}",
+        ])  # fmt: skip
+        hosts = (NODE_IP, KUBERNETES_SERVICE_IP, "127.0.0.1", "localhost", "kubernetes",
+                 "kubernetes.default", "kubernetes.default.svc",
+                 "kubernetes.default.svc.cluster.local")  # fmt: skip
+        serving_cert, serving_key = pki.issue("apiserver", "/CN=kube-apiserver", "serverAuth", hosts)
+        # The API server's calls to kubelets (logs, exec) authenticate with this certificate.
+        kubelet_client = pki.issue("apiserver-kubelet-client", "/O=system:masters/CN=kube-apiserver", "clientAuth")
+        self.tokens_public, self.tokens_private = pki.signing_key("service-accounts")
+        parts.spawn("kube-apiserver", [
+            find("kube-apiserver"),
+            "--etcd-servers", ETCD_CLIENT_URL,
+            "--bind-address", NODE_IP, "--advertise-address", NODE_IP,
+            "--secure-port", str(API_PORT),
+            "--tls-cert-file", str(serving_cert), "--tls-private-key-file", str(serving_key),
+            "--client-ca-file", str(pki.ca),
+            "--kubelet-certificate-authority", str(pki.ca),
+            "--kubelet-client-certificate", str(kubelet_client[0]),
+            "--kubelet-client-key", str(kubelet_client[1]),
+            "--kubelet-preferred-address-types", "InternalIP",
+            "--authorization-mode", "Node,RBAC",
+            "--enable-admission-plugins", "NodeRestriction",
+            "--service-cluster-ip-range", SERVICE_RANGE,
+            "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
+            "--service-account-key-file", str(self.tokens_public),
+            "--service-account-signing-key-file", str(self.tokens_private),
+        ])  # fmt: skip
+        parts.wait_until("kube-apiserver", lambda: self.kubectl("get", "--raw", "/readyz", check=False).returncode == 0)
+        for name, user in (("kube-controller-manager", "system:kube-controller-manager"),
+                           ("kube-scheduler", "system:kube-scheduler")):  # fmt: skip
+            cert, key = pki.issue(name, f"/CN={user}", "clientAuth")
+            config = kubeconfig(directory / f"{name}.kubeconfig", pki, cert, key)
+            extra = {
+                "kube-controller-manager": [
+                    "--service-account-private-key-file", str(self.tokens_private),
+                    "--root-ca-file", str(pki.ca),
+                    "--use-service-account-credentials",
+                    "--cluster-signing-cert-file", str(pki.ca),
+                    "--cluster-signing-key-file", str(pki.ca_key),
+                ],
+                "kube-scheduler": [],
+            }[name]
+            parts.spawn(name, [find(name), "--kubeconfig", str(config), "--authentication-kubeconfig",
+                               str(config), "--authorization-kubeconfig", str(config),
+                               "--bind-address", "127.0.0.1", "--leader-elect=false", *extra])  # fmt: skip
