@@ -35,5 +35,8 @@ lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy $(WASM) $(COMPONENTS) -- -D warnings
 
+# tests/cluster starts a cluster (namespaces, mounts, cgroups): root, or sudo on CI runners.
+AS_ROOT := $(if $(filter 0,$(shell id -u)),,sudo --preserve-env env "PATH=$(PATH)")
+
 python-tests:
-	$(VENV)/bin/python -m pytest -q tests
+	$(AS_ROOT) $(VENV)/bin/python -m pytest -q tests

@@ -29,9 +29,16 @@ CONTAINERD_SOCKET = "node/containerd.sock"
 CNI_PLUGINS = "/usr/lib/cni"
 # Written by containerd's shims, runc and the kubelet whatever their configuration says.
 PRIVATE_PATHS = ("/run/containerd", "/var/log/pods", "/var/log/containers")
-# Every cgroup v1 hierarchy the kubelet uses, each with the node's cgroup root inside.
-CGROUP_ROOT = "greeter-cluster"
-CGROUP_CONTROLLERS = ("blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "memory", "pids", "systemd")
+CGROUP_V1_CONTROLLERS = ("blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "memory", "pids", "systemd")
+
+
+def cgroup_roots(name: str) -> list[Path]:
+    """The node's cgroup root `name` in each hierarchy: one under cgroup v2 (GitHub's
+    runners), one per controller under v1 (these machines)."""
+    base = Path("/sys/fs/cgroup")
+    if (base / "cgroup.controllers").exists():
+        return [base / name]
+    return [base / controller / name for controller in CGROUP_V1_CONTROLLERS]
 
 
 def remove_cgroup(cgroup: Path) -> None:
@@ -56,13 +63,15 @@ class Node:
         self.directory = parts.directory / "node"
         self.directory.mkdir()
         self.containerd_socket = parts.directory / CONTAINERD_SOCKET
+        # Named after the cluster's directory, so two clusters on one machine keep apart.
+        self.cgroup_root = f"greeter-{parts.directory.name}"
 
     def start(self) -> None:
         for path in PRIVATE_PATHS:
             Path(path).mkdir(parents=True, exist_ok=True)
             self.parts.namespaces.run("mount", "-t", "tmpfs", "tmpfs", path)
-        for controller in CGROUP_CONTROLLERS:
-            (Path("/sys/fs/cgroup") / controller / CGROUP_ROOT).mkdir(exist_ok=True)
+        for root in cgroup_roots(self.cgroup_root):
+            root.mkdir(exist_ok=True)
         self._start_containerd()
         self.load(self._pause_archive())
         self._start_kubelet()
@@ -81,8 +90,7 @@ class Node:
                     at = argv.index("-address")
                     if argv[at : at + 2] == ours:
                         os.kill(int(proc.name), signal.SIGKILL)
-        for controller in CGROUP_CONTROLLERS:
-            root = Path("/sys/fs/cgroup") / controller / CGROUP_ROOT
+        for root in cgroup_roots(self.cgroup_root):
             if not root.exists():
                 continue
             cgroups = sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
@@ -163,7 +171,7 @@ state = "{directory}/state"
             "authorization": {"mode": "Webhook"},
             "containerRuntimeEndpoint": f"unix://{self.containerd_socket}",
             "cgroupDriver": "cgroupfs",
-            "cgroupRoot": f"/{CGROUP_ROOT}",
+            "cgroupRoot": f"/{self.cgroup_root}",
             "address": NODE_IP,
             "healthzBindAddress": "127.0.0.1",
             "readOnlyPort": 0,
