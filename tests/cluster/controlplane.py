@@ -179,7 +179,7 @@ class ControlPlane:
         serving_cert, serving_key = pki.issue("apiserver", "/CN=kube-apiserver", "serverAuth", hosts)
         # The API server's calls to kubelets (logs, exec) authenticate with this certificate.
         kubelet_client = pki.issue("apiserver-kubelet-client", "/O=system:masters/CN=kube-apiserver", "clientAuth")
-        self.tokens_public, self.tokens_private = pki.signing_key("service-accounts")
+        tokens_public, tokens_private = pki.signing_key("service-accounts")
         parts.spawn("kube-apiserver", [
             find("kube-apiserver"),
             "--etcd-servers", ETCD_CLIENT_URL,
@@ -195,24 +195,21 @@ class ControlPlane:
             "--enable-admission-plugins", "NodeRestriction",
             "--service-cluster-ip-range", SERVICE_RANGE,
             "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
-            "--service-account-key-file", str(self.tokens_public),
-            "--service-account-signing-key-file", str(self.tokens_private),
+            "--service-account-key-file", str(tokens_public),
+            "--service-account-signing-key-file", str(tokens_private),
         ])  # fmt: skip
         parts.wait_until("kube-apiserver", lambda: self.kubectl("get", "--raw", "/readyz", check=False).returncode == 0)
-        for name, user in (("kube-controller-manager", "system:kube-controller-manager"),
-                           ("kube-scheduler", "system:kube-scheduler")):  # fmt: skip
+        controllers = [
+            "--service-account-private-key-file", str(tokens_private),
+            "--root-ca-file", str(pki.ca),
+            "--use-service-account-credentials",
+            "--cluster-signing-cert-file", str(pki.ca),
+            "--cluster-signing-key-file", str(pki.ca_key),
+        ]  # fmt: skip
+        for name, user, extra in (("kube-controller-manager", "system:kube-controller-manager", controllers),
+                                  ("kube-scheduler", "system:kube-scheduler", [])):  # fmt: skip
             cert, key = pki.issue(name, f"/CN={user}", "clientAuth")
             config = kubeconfig(directory / f"{name}.kubeconfig", pki, cert, key)
-            extra = {
-                "kube-controller-manager": [
-                    "--service-account-private-key-file", str(self.tokens_private),
-                    "--root-ca-file", str(pki.ca),
-                    "--use-service-account-credentials",
-                    "--cluster-signing-cert-file", str(pki.ca),
-                    "--cluster-signing-key-file", str(pki.ca_key),
-                ],
-                "kube-scheduler": [],
-            }[name]
             parts.spawn(name, [find(name), "--kubeconfig", str(config), "--authentication-kubeconfig",
                                str(config), "--authorization-kubeconfig", str(config),
                                "--bind-address", "127.0.0.1", "--leader-elect=false", *extra])  # fmt: skip
