@@ -1,23 +1,16 @@
-"""The test cluster: a control plane and one node in namespaces of their own, in a temporary
-directory, with every CRD kube/ uses installed. Stopped by PID, parts in reverse order."""
+"""The test cluster: a control plane, an image registry and one node in namespaces of their
+own, in a temporary directory, with DNS, a default StorageClass and every CRD kube/ uses
+installed. Stopped by PID, parts in reverse order."""
 
-import subprocess
 from pathlib import Path
 
-from cluster.controlplane import ControlPlane, Kubectl, Parts, find
+from cluster.addons import install_dns, install_storage
+from cluster.controlplane import ControlPlane, Kubectl, Parts
 from cluster.crds import install_crds
 from cluster.namespaces import Namespaces
-from cluster.node import CONTAINERD_SOCKET, Node
+from cluster.node import Node, node_ctr, run_ctr
 from cluster.pki import Pki
-
-
-def load_archive(enter: tuple[str, ...], socket: Path, archive: Path) -> None:
-    """Loads an OCI archive (tests/cluster/images.py) into a node's containerd."""
-    argv = [*enter, find("ctr"), "--address", str(socket), "--namespace", "k8s.io",
-            "images", "import", str(archive)]  # fmt: skip
-    result = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"ctr images import {archive} failed:\n{result.stderr}")
+from cluster.registry import Registry, push
 
 
 class Cluster:
@@ -31,20 +24,37 @@ class Cluster:
         try:
             self.namespaces = Namespaces()
             self.parts = Parts(self.directory, self.namespaces)
-            self.control_plane = ControlPlane(self.parts, Pki(self.directory / "pki"))
+            self.pki = Pki(self.directory / "pki")
+            self.control_plane = ControlPlane(self.parts, self.pki)
+            self.client = self.control_plane.client
             self.kubectl = self.control_plane.kubectl
             self.kubeconfig = self.control_plane.kubeconfig
             self.control_plane.start()
             install_crds(self.kubectl)
-            self.node = Node(self.parts, self.control_plane, self.load)
+            self.registry = Registry(self.parts, self.pki)
+            self.registry.start()
+            self.node = Node(self.parts, self.control_plane, self.load, self.registry.hosts_directory())
             self.node.start()
+            install_storage(self)
+            install_dns(self)
         except BaseException:
             self.stop()
             raise
         return self
 
     def load(self, archive: Path) -> None:
-        load_archive(self.namespaces.enter, self.directory / CONTAINERD_SOCKET, archive)
+        """Loads an OCI archive (tests/cluster/images.py) into the node's containerd."""
+        ctr = node_ctr(self.namespaces.enter, self.directory)
+        run_ctr([*ctr, "--namespace", "k8s.io", "images", "import", str(archive)])
+
+    def publish(self, archive: Path, name: str) -> str:
+        """Pushes image `name` of an OCI archive to the cluster's registry, where the node
+        pulls it as `name`; returns its reference there (for pods that pull it themselves)."""
+        return push(node_ctr(self.namespaces.enter, self.directory), self.pki.ca, archive, name)
+
+    def ctr(self, *args: str) -> str:
+        """What ctr prints, run against the node's containerd."""
+        return run_ctr([*node_ctr(self.namespaces.enter, self.directory), *args])
 
     def stop(self) -> None:
         if self.parts:
@@ -57,17 +67,26 @@ class Cluster:
 
 class GivenCluster:
     """A cluster started elsewhere: by tests/cluster/up (`holder` holds its namespaces, and
-    images load into its containerd), or any other (images cannot be loaded into it yet)."""
+    images are published to its registry), or any other (where images cannot be published
+    yet)."""
 
     def __init__(self, kubeconfig: Path, holder: int | None):
         self.holder = holder
         enter = Namespaces.entering(holder) if holder else ()
-        self.kubectl = Kubectl(kubeconfig, enter).run
+        self.client = Kubectl(kubeconfig, enter)
+        self.kubectl = self.client.run
         self.directory = kubeconfig.parent
+        self.pki = Pki(self.directory / "pki") if holder else None
         install_crds(self.kubectl)
 
-    def load(self, archive: Path) -> None:
+    def publish(self, archive: Path, name: str) -> str:
+        return push(self._node_ctr(), self.pki.ca, archive, name)
+
+    def ctr(self, *args: str) -> str:
+        return run_ctr([*self._node_ctr(), *args])
+
+    def _node_ctr(self) -> list[str]:
         if not self.holder:
-            raise RuntimeError("loading images into a cluster not started by tests/cluster/up "
-                               "is not supported yet (its node needs a registry mirror)")  # fmt: skip
-        load_archive(Namespaces.entering(self.holder), self.directory / CONTAINERD_SOCKET, archive)
+            raise RuntimeError("only a cluster that tests/cluster/up started can have images published "
+                               "and its containerd asked (others' nodes need a registry mirror)")  # fmt: skip
+        return node_ctr(Namespaces.entering(self.holder), self.directory)

@@ -8,14 +8,30 @@ A part that is missing fails the tests, naming it: they never skip.
 
 import os
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
+from kube.manifests import REPO, pod_specs, render_path
+from cluster.addons import SPIN_OPERATOR_NAMESPACE, install_spin_operator
 from cluster.cluster import Cluster, GivenCluster
+from cluster.workload_images import CLIENT_IMAGE, publish
 
 KUBECONFIG_VARIABLE = "GREETER_KUBECONFIG"
 HOLDER_VARIABLE = "GREETER_CLUSTER_PID"
+# Run first: they check every render before any webhook exists (the spin_operator fixture
+# installs spin-operator's).
+BEFORE_WEBHOOKS = "test_server_dry_run.py"
+DEV_OVERLAY = Path(__file__).with_name("dev")
+DEPLOY = REPO / "kube" / "deploy"
+CLIENT_NAMESPACE = "gateway-system"
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: item.path.name != BEFORE_WEBHOOKS)
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +53,55 @@ def cluster():
 @pytest.fixture(scope="session")
 def kubectl(cluster):
     return cluster.kubectl
+
+
+@pytest.fixture(scope="session")
+def spin_operator(cluster):
+    """spin-operator with its webhooks: installed into a cluster the tests start (or one
+    tests/cluster/up started); any other cluster must have it already, as e2e.yml installs
+    SpinKube on kind."""
+    if isinstance(cluster, Cluster) or cluster.holder:
+        install_spin_operator(cluster)
+    else:
+        cluster.kubectl("-n", SPIN_OPERATOR_NAMESPACE, "get", "deployment")
+
+
+@dataclass
+class Deployed:
+    overlay: Path
+    # Runs a command in a client pod of namespace gateway-system, from where kube/'s
+    # NetworkPolicies let HTTP in (as the gateway's proxies would), so the tests pass where
+    # the policies are enforced.
+    client: Callable[..., str]
+
+
+@pytest.fixture(scope="session")
+def dev(cluster, spin_operator, tmp_path_factory):
+    """kube/overlays/dev (through tests/cluster/dev) deployed as kube/README.md says, with
+    kube/deploy, its images built and published first."""
+    objects = render_path(DEV_OVERLAY)
+    images = tmp_path_factory.mktemp("images")
+    references = {container["image"] for _, spec in pod_specs(objects) for container in spec["containers"]}
+    for reference in sorted(references | {CLIENT_IMAGE}):
+        publish(cluster, images, reference)
+    # Blocked until greeter-host is a SpinKube executor: no executor here runs the SpinApp
+    # (the shim cannot be built from any registry these machines reach).
+    cluster.client.script(str(DEPLOY), str(DEV_OVERLAY), env={"DEPLOY_SPINAPP_ROLLOUT": "skip"})
+    client_pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "client", "namespace": CLIENT_NAMESPACE},
+        "spec": {
+            "containers": [{"name": "client", "image": CLIENT_IMAGE, "args": ["-c", "exec busybox sleep 3600"]}],
+            "terminationGracePeriodSeconds": 1,
+        },
+    }
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": CLIENT_NAMESPACE}}
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([namespace, client_pod]))
+    cluster.kubectl("-n", CLIENT_NAMESPACE, "wait", "--for=condition=Ready", "pod/client", "--timeout=120s")
+
+    def client(*argv):
+        return cluster.kubectl("-n", CLIENT_NAMESPACE, "exec", "client", "--", *argv).stdout
+
+    yield Deployed(DEV_OVERLAY, client)
+    cluster.kubectl("delete", "namespace", "greeter", CLIENT_NAMESPACE, "--wait=false")

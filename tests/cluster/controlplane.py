@@ -13,15 +13,13 @@ import subprocess
 import time
 from pathlib import Path
 
-from cluster.namespaces import NODE_IP, Namespaces
+from cluster.namespaces import NODE_IP, SERVICE_RANGE, Namespaces
 from cluster.pki import Pki
 
 CACHE = Path(os.environ.get("GREETER_CACHE", Path.home() / ".cache" / "greeter"))
 API_PORT = 6443
 ETCD_CLIENT_URL = "http://127.0.0.1:2379"
 ETCD_PEER_URL = "http://127.0.0.1:2380"
-# Addresses Services are given (only translated inside the cluster's namespaces).
-SERVICE_RANGE = "10.96.0.0/16"
 KUBERNETES_SERVICE_IP = "10.96.0.1"
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
@@ -38,6 +36,10 @@ PARTS = {
     "runc": "Debian's runc package",
     "ctr": "Debian's containerd package",
     "gcc": "Debian's gcc package (the pause image is built from tests/cluster/pause.c)",
+    "docker-registry": "Debian's docker-registry package",
+    "curl": "Debian's curl package",
+    "go": "the Go toolchain",
+    **{command: f"tests/cluster/addons/install {command}" for command in ("coredns", "spin-operator")},
 }
 
 
@@ -67,6 +69,17 @@ class Kubectl:
         result = subprocess.run(argv, input=input, capture_output=True, text=True, check=False)
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
+        return result
+
+    def script(self, *argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        """Runs a command whose kubectl (found first on its PATH) talks to this cluster,
+        with `env` added to its environment; a failure raises with what it printed."""
+        path = f"{Path(find('kubectl')).parent}:{os.environ['PATH']}"
+        variables = [f"{name}={value}" for name, value in {"KUBECONFIG": self.kubeconfig, "PATH": path, **(env or {})}.items()]
+        command = [*self.enter, "env", *variables, *argv]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise AssertionError(f"{' '.join(argv)} failed:\n{result.stdout}{result.stderr}")
         return result
 
 
@@ -163,7 +176,8 @@ class ControlPlane:
         directory = parts.directory
         admin_cert, admin_key = pki.issue("admin", "/O=system:masters/CN=greeter-test-admin", "clientAuth")
         self.kubeconfig = kubeconfig(directory / "admin.kubeconfig", pki, admin_cert, admin_key)
-        self.kubectl = Kubectl(self.kubeconfig, parts.namespaces.enter).run
+        self.client = Kubectl(self.kubeconfig, parts.namespaces.enter)
+        self.kubectl = self.client.run
 
     def start(self) -> None:
         parts, pki, directory = self.parts, self.pki, self.parts.directory

@@ -5,6 +5,8 @@ of the files given, an image config, and the image's name as containerd reads it
 import hashlib
 import io
 import json
+import re
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -13,11 +15,24 @@ OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 
 
+def with_libraries(files: dict[str, Path]) -> dict[str, Path]:
+    """`files` and every shared library their dynamically linked programs load (as ldd
+    lists them, the dynamic loader included), at the paths the programs look for them."""
+    found = dict(files)
+    for local in files.values():
+        listed = subprocess.run(["ldd", str(local)], capture_output=True, text=True, check=False).stdout
+        for path in re.findall(r"(/\S+) \(0x", listed):
+            found[path] = Path(path)
+    return found
+
+
 def layer(files: dict[str, Path]) -> bytes:
-    """A layer holding each local file at its path in the image (mode kept, owner root)."""
+    """A layer holding each local file at its path in the image (mode kept, owner root;
+    a symbolic link is stored as the file it names)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for inside, local in sorted(files.items()):
+            local = local.resolve()
             info = tar.gettarinfo(str(local), arcname=inside.lstrip("/"))
             info.uid = info.gid = 0
             info.uname = info.gname = "root"

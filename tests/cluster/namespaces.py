@@ -14,6 +14,8 @@ import time
 POD_NETWORK = "10.88.0.0/16"
 NODE_IP = "10.88.0.1"
 BRIDGE = "greeter0"
+# Addresses Services are given (only translated inside the cluster's namespaces).
+SERVICE_RANGE = "10.96.0.0/16"
 START_TIMEOUT_S = 5.0
 
 
@@ -30,6 +32,9 @@ class Namespaces:
             self.run("ip", "link", "add", BRIDGE, "type", "bridge")
             self.run("ip", "addr", "add", f"{NODE_IP}/16", "dev", BRIDGE)
             self.run("ip", "link", "set", BRIDGE, "up")
+            # With no default route here, the node's own calls to Services (the API server's
+            # to webhooks) need one for kube-proxy's rules to translate.
+            self.run("ip", "route", "add", SERVICE_RANGE, "dev", BRIDGE)
             # Routed pod traffic, and Service addresses translated for pods on the same bridge.
             self.run("sysctl", "-qw", "net.ipv4.ip_forward=1", "net.bridge.bridge-nf-call-iptables=1")
         except BaseException:

@@ -32,6 +32,19 @@ PRIVATE_PATHS = ("/run/containerd", "/var/log/pods", "/var/log/containers")
 CGROUP_V1_CONTROLLERS = ("blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "memory", "pids", "systemd")
 
 
+def node_ctr(enter: tuple[str, ...], directory: Path) -> list[str]:
+    """The ctr command against the node's containerd of the cluster in `directory`."""
+    return [*enter, find("ctr"), "--address", str(directory / CONTAINERD_SOCKET)]
+
+
+def run_ctr(argv: list[str]) -> str:
+    """What a ctr command prints; a failure raises with what it said."""
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed:\n{result.stderr}")
+    return result.stdout
+
+
 def cgroup_roots(name: str) -> list[Path]:
     """The node's cgroup root `name` in each hierarchy: one under cgroup v2 (GitHub's
     runners), one per controller under v1 (these machines)."""
@@ -55,11 +68,13 @@ def remove_cgroup(cgroup: Path) -> None:
 
 
 class Node:
-    def __init__(self, parts: Parts, control_plane: ControlPlane, load):
-        """`load(archive)` puts an image into the node's containerd."""
+    def __init__(self, parts: Parts, control_plane: ControlPlane, load, registry_hosts: Path):
+        """`load(archive)` puts an image into the node's containerd; `registry_hosts` says
+        where containerd pulls each registry's images from (tests/cluster/registry.py)."""
         self.parts = parts
         self.control_plane = control_plane
         self.load = load
+        self.registry_hosts = registry_hosts
         self.directory = parts.directory / "node"
         self.directory.mkdir()
         self.containerd_socket = parts.directory / CONTAINERD_SOCKET
@@ -149,6 +164,8 @@ state = "{directory}/state"
   # A sandbox may not lower its OOM score on these machines.
   restrict_oom_score_adj = true
   netns_mounts_under_state_dir = true
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{self.registry_hosts}"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{CNI_PLUGINS}"
     conf_dir = "{cni}"

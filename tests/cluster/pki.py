@@ -19,14 +19,16 @@ def openssl(*args: str) -> None:
 
 
 class Pki:
-    """Certificates under `directory`: `ca.crt`/`ca.key`, and one `<name>.crt`/`<name>.key`
-    pair per certificate made."""
+    """Certificates under `directory`: `ca.crt`/`ca.key` (made unless there), and one
+    `<name>.crt`/`<name>.key` pair per certificate made."""
 
     def __init__(self, directory: Path):
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.ca = directory / "ca.crt"
         self.ca_key = directory / "ca.key"
+        if self.ca.exists():  # a cluster started earlier (tests/cluster/up)
+            return
         # The CA's only extensions: basicConstraints CA:TRUE and the key identifiers.
         openssl("req", "-x509", *CURVE, "-keyout", str(self.ca_key), "-out", str(self.ca),
                 "-subj", "/CN=greeter-test-ca", "-days", DAYS)  # fmt: skip

@@ -9,18 +9,18 @@ import yaml
 
 from cluster.images import write_archive
 
-BUSYBOX_IMAGE = "greeter.test/busybox:1"
+BUSYBOX_IMAGE = "registry.k8s.io/greeter-test/busybox:1"
 NAMESPACE = "node-test"
 
 
 @pytest.fixture(scope="module")
 def busybox(cluster, tmp_path_factory):
-    """An image of Debian's static busybox, loaded into the node."""
+    """An image of Debian's static busybox, in the cluster's registry."""
     binary = shutil.which("busybox")
     assert binary, "busybox is missing: install Debian's busybox-static package"
     archive = tmp_path_factory.mktemp("images") / "busybox.tar"
     write_archive(archive, BUSYBOX_IMAGE, {"/bin/busybox": Path(binary)}, {"Entrypoint": ["/bin/busybox"]})
-    cluster.load(archive)
+    cluster.publish(archive, BUSYBOX_IMAGE)
     cluster.kubectl("create", "namespace", NAMESPACE)
     yield BUSYBOX_IMAGE
     cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=false")
@@ -32,7 +32,7 @@ def pod(name, args, labels=None):
         "kind": "Pod",
         "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels or {}},
         "spec": {
-            "containers": [{"name": "main", "image": BUSYBOX_IMAGE, "imagePullPolicy": "Never", "args": args}],
+            "containers": [{"name": "main", "image": BUSYBOX_IMAGE, "args": args}],
             "terminationGracePeriodSeconds": 1,
         },
     }

@@ -1,0 +1,98 @@
+"""kube/overlays/dev deployed (the `dev` fixture): the greeter-host Deployment and the Redis
+StatefulSet run under a real kubelet with their hardening, pass their probes and serve
+through their Services, by name (the cluster's DNS); a greeting survives the deletion of
+every pod that held or served it.
+"""
+
+import base64
+import contextlib
+import json
+import re
+from pathlib import Path
+
+NAMESPACE = "greeter"
+HOST_URL = f"http://greeter-host.{NAMESPACE}.svc.cluster.local"
+METRICS_URL = f"{HOST_URL}:9090/metrics"
+READY_TIMEOUT = "180s"
+
+
+def request(client, method, url, body=None):
+    """(status, body) of one HTTP request from the client pod."""
+    argv = ["curl", "-sS", "--max-time", "10", "-X", method, "-w", "\n%{http_code}", url]
+    if body is not None:
+        argv += ["-H", "content-type: application/json", "--data", json.dumps(body)]
+    *lines, status = client(*argv).split("\n")
+    return int(status), "\n".join(lines)
+
+
+def test_greeter_host_serves_through_its_service(dev):
+    assert request(dev.client, "GET", f"{HOST_URL}/") == (200, "hello world!")
+
+
+def restart_pods(kubectl, selector):
+    kubectl("-n", NAMESPACE, "delete", "pod", "-l", selector, "--wait=true")
+
+
+def test_a_greeting_survives_deleting_every_pod(dev, cluster):
+    status, body = request(dev.client, "POST", f"{HOST_URL}/api/greetings", {"name": "Kubernetes"})
+    assert status == 201, body
+    greeting = json.loads(body)
+    for workload, selector in (("statefulset/greeter-redis", "app.kubernetes.io/name=greeter-redis"),
+                               ("deployment/greeter-host", "app.kubernetes.io/name=greeter-host")):  # fmt: skip
+        restart_pods(cluster.kubectl, selector)
+        cluster.kubectl("-n", NAMESPACE, "rollout", "status", workload, f"--timeout={READY_TIMEOUT}")
+    status, body = request(dev.client, "GET", f"{HOST_URL}/api/greetings/{greeting['id']}")
+    assert (status, json.loads(body)) == (200, greeting)
+
+
+def container_id(kubectl, selector: str) -> str:
+    """The ID of the one container the pods matching `selector` run."""
+    ids = kubectl("-n", NAMESPACE, "get", "pod", "-l", selector,
+                  "-o", "jsonpath={.items[*].status.containerStatuses[*].containerID}").stdout.split()  # fmt: skip
+    assert len(ids) == 1, ids
+    return ids[0].split("://")[-1]
+
+
+def main_process(kubectl, selector: str) -> Path:
+    """/proc/<pid> of the main process of the one container the pods matching `selector`
+    run, found by the container's ID in its cgroup (the node's processes are this machine's,
+    under kind as under our own cluster)."""
+    container = container_id(kubectl, selector)
+    pids = []
+    for proc in (p for p in Path("/proc").iterdir() if p.name.isdigit()):
+        with contextlib.suppress(OSError):
+            if container in (proc / "cgroup").read_text():
+                pids.append(int(proc.name))
+    assert pids, f"no process of container {container}"
+    return Path(f"/proc/{min(pids)}")
+
+
+def test_greeter_host_runs_with_its_hardening(dev, cluster):
+    process = main_process(cluster.kubectl, "app.kubernetes.io/name=greeter-host")
+    fields = (line.split(":", 1) for line in (process / "status").read_text().splitlines())
+    status = {key: value.strip() for key, value in fields}
+    assert status["Name"] == "greeter-host"
+    assert status["Uid"].split()[:2] == ["65532", "65532"]
+    assert status["CapEff"] == status["CapPrm"] == "0000000000000000"
+    assert status["NoNewPrivs"] == "1"
+    assert status["Seccomp"] == "2"  # a filter: RuntimeDefault
+    root = next(line.split() for line in (process / "mountinfo").read_text().splitlines() if line.split()[4] == "/")
+    assert root[5].split(",")[0] == "ro", root
+
+
+def test_greeter_host_metrics_count_requests(dev):
+    request(dev.client, "GET", f"{HOST_URL}/api/health")
+    status, metrics = request(dev.client, "GET", METRICS_URL)
+    assert status == 200
+    assert re.search(r'^greeter_http_requests_total\{[^}]*status="200"[^}]*\} [1-9]', metrics, re.M), metrics
+
+
+def test_the_redis_password_is_on_no_command_line(dev, cluster):
+    """Not in the arguments the container runtime starts Redis with (which every process of
+    the node can read while redis-server has not yet overwritten them)."""
+    secret = cluster.kubectl("-n", NAMESPACE, "get", "secret", "greeter-redis", "-o", "jsonpath={.data.password}")
+    password = base64.b64decode(secret.stdout).decode()
+    container = container_id(cluster.kubectl, "app.kubernetes.io/name=greeter-redis")
+    args = json.loads(cluster.ctr("--namespace", "k8s.io", "containers", "info", container))["Spec"]["process"]["args"]
+    assert "redis-server" in " ".join(args)
+    assert not any(password in arg for arg in args), args

@@ -1,0 +1,72 @@
+"""The images the cluster tests run, made without Docker from this checkout's build outputs
+and Debian's packages, each published under the name the manifests use:
+- greeter-host, laid out as host/Dockerfile lays it out (the debug build `make test` makes);
+- Redis, as the Alpine-based image kube/ pins: redis-server as the entrypoint, redis-cli for
+  the probes, a shell;
+- a client for the tests to run where the NetworkPolicies let HTTP in: busybox's shell and
+  curl.
+"""
+
+import shutil
+from pathlib import Path
+
+from cluster.images import with_libraries, write_archive
+
+REPO = Path(__file__).resolve().parents[2]
+CLIENT_IMAGE = "registry.k8s.io/greeter-test/client:1"
+HOST_BINARY = REPO / "target" / "debug" / "greeter-host"
+COMPONENT = REPO / "target" / "wasm32-wasip2" / "release" / "greeter.wasm"
+
+
+def installed(command: str, package: str) -> Path:
+    found = shutil.which(command)
+    assert found, f"{command} is missing: install Debian's {package} package"
+    return Path(found)
+
+
+def built(path: Path) -> Path:
+    assert path.exists(), f"{path} is missing: make test builds it (cargo build, cargo test)"
+    return path
+
+
+def greeter_host() -> tuple[dict, dict]:
+    files = with_libraries({"/usr/local/bin/greeter-host": built(HOST_BINARY)})
+    files["/app/spin.toml"] = REPO / "spin.toml"
+    files[f"/app/{COMPONENT.relative_to(REPO)}"] = built(COMPONENT)
+    config = {"Entrypoint": ["/usr/local/bin/greeter-host"], "WorkingDir": "/app", "User": "65532:65532"}
+    return files, config
+
+
+def redis() -> tuple[dict, dict]:
+    files = with_libraries({
+        "/usr/bin/redis-server": installed("redis-server", "redis-server"),
+        "/usr/bin/redis-cli": installed("redis-cli", "redis-tools"),
+    })  # fmt: skip
+    # A shell, as the Alpine-based image has.
+    files["/bin/sh"] = installed("busybox", "busybox-static")
+    return files, {"Entrypoint": ["/usr/bin/redis-server"], "Env": ["PATH=/usr/bin:/bin"]}
+
+
+def client() -> tuple[dict, dict]:
+    files = with_libraries({"/bin/curl": installed("curl", "curl")})
+    busybox = installed("busybox", "busybox-static")
+    files["/bin/sh"] = files["/bin/busybox"] = busybox
+    return files, {"Entrypoint": ["/bin/sh"], "Env": ["PATH=/bin"]}
+
+
+# By image name without tag or digest, as the manifests write it.
+IMAGES = {
+    "ghcr.io/greeter-dev/greeter-host": greeter_host,
+    "redis": redis,
+    CLIENT_IMAGE.rsplit(":", 1)[0]: client,
+}
+
+
+def publish(cluster, directory: Path, reference: str) -> None:
+    """Builds and publishes the image `reference` names (a tag, not a digest)."""
+    name = reference.rsplit(":", 1)[0]
+    assert name in IMAGES, f"the cluster tests cannot build {reference}"
+    files, config = IMAGES[name]()
+    archive = directory / (name.replace("/", "_") + ".tar")
+    write_archive(archive, reference, files, config)
+    cluster.publish(archive, reference)
