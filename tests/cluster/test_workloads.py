@@ -1,14 +1,19 @@
 """kube/overlays/dev deployed (the `dev` fixture): the greeter-host Deployment and the Redis
 StatefulSet run under a real kubelet with their hardening, pass their probes and serve
 through their Services, by name (the cluster's DNS); a greeting survives the deletion of
-every pod that held or served it.
+every pod that held or served it; greeter-host rolls to a new image under load without a
+failed request, and its disruption budget refuses an eviction beyond it.
 """
 
 import base64
 import contextlib
 import json
 import re
+import threading
+import time
 from pathlib import Path
+
+from cluster.workload_images import publish
 
 NAMESPACE = "greeter"
 HOST_URL = f"http://greeter-host.{NAMESPACE}.svc.cluster.local"
@@ -96,3 +101,74 @@ def test_the_redis_password_is_on_no_command_line(dev, cluster):
     args = json.loads(cluster.ctr("--namespace", "k8s.io", "containers", "info", container))["Spec"]["process"]["args"]
     assert "redis-server" in " ".join(args)
     assert not any(password in arg for arg in args), args
+
+
+def load(client, url: str, seconds: int, clients: int) -> tuple[int, int]:
+    """(answered 200, failed) of `clients` loops each sending requests for `seconds`."""
+    loop = (f"end=$(( $(busybox date +%s) + {seconds} )); ok=0; failed=0; "
+            f"while [ $(busybox date +%s) -lt $end ]; do "
+            f"if [ \"$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 {url})\" = 200 ]; "
+            f"then ok=$((ok + 1)); else failed=$((failed + 1)); fi; done; echo $ok $failed")  # fmt: skip
+    script = " & ".join(f"({loop})" for _ in range(clients)) + " & wait"
+    counts = [line.split() for line in client("sh", "-c", script).splitlines()]
+    assert len(counts) == clients, counts
+    return sum(int(ok) for ok, _ in counts), sum(int(failed) for _, failed in counts)
+
+
+# Clients send for this long; the rollout must end early enough that the old pod's
+# preStop sleep and drain (5 s + up to 20 s, kube/'s Deployment) happen under load too.
+LOAD_SECONDS = 45
+AFTER_ROLLOUT_S = 10
+
+
+def test_a_rolling_update_under_load_fails_no_request(dev, cluster, tmp_path):
+    """Clients keep sending while the image changes: the probes hold traffic back from the
+    new pod until it serves (without them this fails). preStop and drain matter where a
+    terminating pod leaves the endpoints later than on this one node, where it leaves at once:
+    here their absence goes unseen."""
+    deployment = "deployment/greeter-host"
+    current = cluster.kubectl("-n", NAMESPACE, "get", deployment, "-o",
+                              "jsonpath={.spec.template.spec.containers[0].image}").stdout  # fmt: skip
+    changed = f"{current}-rollout"
+    publish(cluster, tmp_path, changed)
+    outcome = {}
+    clients = threading.Thread(target=lambda: outcome.update(counts=load(dev.client, f"{HOST_URL}/", LOAD_SECONDS, 4)))
+    started = time.monotonic()
+    clients.start()
+    time.sleep(3)
+    try:
+        cluster.kubectl("-n", NAMESPACE, "set", "image", deployment, f"greeter-host={changed}")
+        cluster.kubectl("-n", NAMESPACE, "rollout", "status", deployment, f"--timeout={READY_TIMEOUT}")
+        rolled_out = time.monotonic() - started
+    finally:
+        clients.join()
+        cluster.kubectl("-n", NAMESPACE, "set", "image", deployment, f"greeter-host={current}")
+        cluster.kubectl("-n", NAMESPACE, "rollout", "status", deployment, f"--timeout={READY_TIMEOUT}")
+    assert rolled_out < LOAD_SECONDS - AFTER_ROLLOUT_S, f"the rollout took {rolled_out:.0f} s"
+    answered, failed = outcome["counts"]
+    assert answered > 100 and failed == 0, outcome
+
+
+def evict(kubectl, pod: str):
+    eviction = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": pod, "namespace": NAMESPACE}}
+    return kubectl("create", "--raw", f"/api/v1/namespaces/{NAMESPACE}/pods/{pod}/eviction", "-f", "-",
+                   input=json.dumps(eviction), check=False)  # fmt: skip
+
+
+def test_the_disruption_budget_refuses_an_eviction_beyond_it(dev, cluster):
+    """With two replicas (dev runs one, which may be evicted by design), draining a node may
+    take one pod at a time: the second eviction is refused while the first is replaced."""
+    deployment = "deployment/greeter-host"
+    cluster.kubectl("-n", NAMESPACE, "scale", deployment, "--replicas=2")
+    try:
+        cluster.kubectl("-n", NAMESPACE, "rollout", "status", deployment, f"--timeout={READY_TIMEOUT}")
+        cluster.kubectl("-n", NAMESPACE, "wait", "pdb/greeter-host", "--timeout=60s",
+                        "--for=jsonpath={.status.disruptionsAllowed}=1")  # fmt: skip
+        listed = cluster.kubectl("-n", NAMESPACE, "get", "pod", "-l", "app.kubernetes.io/name=greeter-host", "-o", "json")
+        pods = [pod["metadata"]["name"] for pod in json.loads(listed.stdout)["items"]
+                if "deletionTimestamp" not in pod["metadata"]]  # fmt: skip
+        first, second = (evict(cluster.kubectl, pod) for pod in pods)
+        assert first.returncode == 0, first.stderr
+        assert second.returncode != 0 and "disruption budget" in second.stderr, second.stderr
+    finally:
+        cluster.kubectl("-n", NAMESPACE, "scale", deployment, "--replicas=1")
