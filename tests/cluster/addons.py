@@ -14,6 +14,7 @@ import yaml
 from cluster.controlplane import find
 from cluster.images import write_archive
 from cluster.node import NODE_NAME
+from kube.manifests import SPIN_OPERATOR, go_module_directory
 
 ADDONS = Path(__file__).with_name("addons")
 STORAGE_CLASS = "greeter-test-local"
@@ -91,18 +92,10 @@ def install_storage(cluster) -> None:
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([storage_class, *volumes]))
 
 
-SPIN_OPERATOR = "github.com/spinkube/spin-operator"
 SPIN_OPERATOR_NAMESPACE = "spin-operator"
 # The Secret the operator's Deployment mounts its webhooks' serving certificate from.
 WEBHOOK_SECRET = "webhook-server-cert"
 WEBHOOK_SERVICE = f"spin-operator-webhook-service.{SPIN_OPERATOR_NAMESPACE}.svc"
-
-
-def module_directory(module: str) -> Path:
-    """Where the Go module cache holds `module` at its pinned version (./install fetched it)."""
-    listed = subprocess.run([find("go"), "list", "-m", "-f", "{{.Dir}}", module], cwd=ADDONS,
-                            capture_output=True, text=True, check=True)  # fmt: skip
-    return Path(listed.stdout.strip())
 
 
 def install_spin_operator(cluster) -> None:
@@ -111,7 +104,7 @@ def install_spin_operator(cluster) -> None:
     cert-manager would make one. Its CRDs are installed with the others (crds.py)."""
     version = module_version(SPIN_OPERATOR)
     work = cluster.directory / "spin-operator"
-    shutil.copytree(module_directory(SPIN_OPERATOR) / "config", work / "config", dirs_exist_ok=True)
+    shutil.copytree(go_module_directory(SPIN_OPERATOR) / "config", work / "config", dirs_exist_ok=True)
     subprocess.run(["chmod", "-R", "u+w", str(work)], check=True)
     (work / "kustomization.yaml").write_text(f"""\
 namespace: {SPIN_OPERATOR_NAMESPACE}

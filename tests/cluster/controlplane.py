@@ -38,7 +38,6 @@ PARTS = {
     "gcc": "Debian's gcc package (the pause image is built from tests/cluster/pause.c)",
     "docker-registry": "Debian's docker-registry package",
     "curl": "Debian's curl package",
-    "go": "the Go toolchain",
     **{command: f"tests/cluster/addons/install {command}" for command in ("coredns", "spin-operator")},
 }
 

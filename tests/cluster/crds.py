@@ -7,14 +7,13 @@ release that crds/SOURCES.txt names, as in the offline checks.
 
 from pathlib import Path
 
-from cluster.addons import SPIN_OPERATOR, module_directory
+from kube.manifests import spinkube_crds
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 
 
 def crd_files() -> list[Path]:
-    spinkube = module_directory(SPIN_OPERATOR) / "config" / "crd" / "bases"
-    return sorted([*spinkube.glob("*.yaml"), *(SHARED / "crds").glob("*.yaml")])
+    return sorted([*spinkube_crds().glob("*.yaml"), *(SHARED / "crds").glob("*.yaml")])
 
 
 def install_crds(kubectl) -> None:

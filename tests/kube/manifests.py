@@ -4,7 +4,8 @@ Every kustomization is rendered with `kubectl kustomize`, and every object it yi
 checked against a schema that rejects unknown fields, as the API server does:
 - built-in kinds against the Kubernetes OpenAPI schemas of PyPI kubernetes-validate (its
   "strict" variant);
-- SpinApp and SpinAppExecutor against SpinKube's CRDs in ../shared/schemas;
+- SpinApp and SpinAppExecutor against the CRDs of the pinned spin-operator release (its Go
+  module, as tests/cluster/addons/go.mod pins it);
 - the other custom resources (Gateway API, cert-manager, KEDA, prometheus-operator, Argo CD,
   External Secrets) with the validators npm @kubernetes-models/* generates from their CRDs,
   run by crd-models/validate.mjs (installed into the cache by install-crd-models).
@@ -27,8 +28,10 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 KUBE = REPO / "kube"
-# SpinKube's CRDs live beside the repository, in shared/ (where CI has them too).
-SHARED_SCHEMAS = REPO.parent / "shared" / "schemas"
+# The Go module of the SpinKube release the tests pin (tests/cluster/addons/go.mod): its
+# CRDs validate SpinApps here and are installed into the test cluster, which runs its operator.
+SPIN_OPERATOR = "github.com/spinkube/spin-operator"
+ADDONS_MODULE = REPO / "tests" / "cluster" / "addons"
 CACHE = Path(os.environ.get("GREETER_CACHE", Path.home() / ".cache" / "greeter"))
 CRD_MODELS = CACHE / "crd-models" / "node_modules"
 VALIDATE_MJS = Path(__file__).with_name("crd-models") / "validate.mjs"
@@ -116,6 +119,22 @@ SPINKUBE_CRDS = {
 }
 
 
+@functools.cache
+def go_module_directory(module: str) -> Path:
+    """Where the Go module cache holds `module` at the version tests/cluster/addons/go.mod
+    pins (.ci/setup fetched it, building the add-ons)."""
+    listed = subprocess.run(["go", "list", "-m", "-f", "{{.Dir}}", module], cwd=ADDONS_MODULE,
+                            capture_output=True, text=True, check=False)  # fmt: skip
+    directory = Path(listed.stdout.strip())
+    assert listed.returncode == 0 and directory.is_dir(), f"{module} is not in the Go module cache: {listed.stderr}"
+    return directory
+
+
+def spinkube_crds() -> Path:
+    """The directory of the pinned release's CRDs."""
+    return go_module_directory(SPIN_OPERATOR) / "config" / "crd" / "bases"
+
+
 def schema_errors(objects) -> dict[str, list[str]]:
     """Schema errors by object ("Kind/name"); objects without errors are left out."""
     errors: dict[str, list[str]] = {}
@@ -150,7 +169,7 @@ def builtin_errors(obj: dict) -> list[str] | None:
 def spinkube_errors(obj: dict) -> list[str]:
     kind = obj.get("kind")
     if kind not in SPINKUBE_CRDS:
-        return [f"no CRD in {SHARED_SCHEMAS} for {kind}"]
+        return [f"no SpinKube CRD for {kind}"]
     validator = spinkube_validator(kind, obj["apiVersion"].split("/")[1])
     return [
         f"{'.'.join(map(str, error.path)) or '(root)'}: {error.message}"
@@ -169,7 +188,7 @@ def spinkube_validator(kind: str, version: str) -> jsonschema.protocols.Validato
     does not define, so every object schema gets additionalProperties: false (unless it says
     x-kubernetes-preserve-unknown-fields); metadata is checked as a strict ObjectMeta.
     """
-    crd = yaml.safe_load((SHARED_SCHEMAS / SPINKUBE_CRDS[kind]).read_text())
+    crd = yaml.safe_load((spinkube_crds() / SPINKUBE_CRDS[kind]).read_text())
     versions = {v["name"]: v for v in crd["spec"]["versions"]}
     assert version in versions, f"{kind} has no version {version} (has {sorted(versions)})"
     schema = closed(versions[version]["schema"]["openAPIV3Schema"])
