@@ -1,6 +1,7 @@
-"""What a conformant cluster has beside its control plane and nodes, as kind gives it: DNS
-(CoreDNS) and a default StorageClass. Each add-on is built from the module that
-addons/go.mod pins and runs as a workload, its image served by the cluster's registry.
+"""What the cluster runs beside its control plane and node: DNS (CoreDNS) and a default
+StorageClass, as kind has them, and spin-operator, as SpinKube's install puts it. Each add-on
+is built from the module addons/go.mod pins and runs as a workload, its image served by the
+cluster's registry.
 """
 
 import base64
