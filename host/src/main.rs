@@ -1,21 +1,23 @@
-//! greeter-host: runs Spin HTTP apps from their `spin.toml` on wasmtime, as `spin up` does,
-//! for everything Greeter uses. Read top-down:
+//! greeter-host: runs Spin HTTP apps, from their `spin.toml` or from a registry, on wasmtime,
+//! as `spin up` does, for everything Greeter uses. Read top-down:
 
+/// What to run: a local manifest or a registry's locked app, as one `App`.
+mod app;
 /// What a component may reach: key-value, variables, outbound HTTP.
 mod capabilities;
-/// Command line and start-up sequence.
+/// Command lines (`up`, `registry`), where `-f` points, and the start-up sequence.
 mod cli;
 /// Compiled components on disk, reused across starts.
 mod compile_cache;
 /// The wasmtime engine: pooling allocator, epoch interruption.
 mod engine;
-/// `spin.toml` (manifest v2), parsed and validated.
-mod manifest;
 /// Prometheus metrics on the admin listener.
 mod metrics;
+/// Spin apps in OCI registries: Spin's artifact layout, cache and credentials.
+mod registry;
 /// One request in one fresh instance, under its deadline.
 mod runtime;
-/// `runtime-config.toml`: where key-value stores live.
+/// `runtime-config.toml`: where key-value stores live, where variables come from.
 mod runtime_config;
 /// The HTTP front: listener, routing, limits, accounting, graceful drain.
 mod server;

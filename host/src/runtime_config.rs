@@ -1,9 +1,12 @@
-//! `runtime-config.toml`, Spin's file for where an app's resources live. Only the sections
-//! this host implements are accepted; anything else is an error naming the key, so a setting
-//! is never silently ignored (Spin likewise rejects keys no part of it uses).
+//! `runtime-config.toml`, Spin's file for where an app's resources live and where its
+//! variables come from. Only the sections this host implements are accepted; anything else is
+//! an error naming the key, so a setting is never silently ignored (Spin likewise rejects keys
+//! no part of it uses). spin-operator writes this file for every SpinApp: an environment
+//! variables provider, and the key-value stores of `spec.runtimeConfig`.
 
 use crate::capabilities::key_value::StoreConfig;
-use anyhow::{Context, Result};
+use crate::capabilities::variables::EnvProvider;
+use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,6 +14,8 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Default, PartialEq)]
 pub struct RuntimeConfig {
     pub key_value_stores: HashMap<String, StoreConfig>,
+    /// Before Spin's default provider, in the file's order.
+    pub variable_providers: Vec<EnvProvider>,
 }
 
 #[derive(Deserialize)]
@@ -18,6 +23,19 @@ pub struct RuntimeConfig {
 struct RawConfig {
     #[serde(default)]
     key_value_store: HashMap<String, RawStore>,
+    /// Spin reads `variables_provider`, or `config_provider` (its older name) without it.
+    variables_provider: Option<Vec<RawProvider>>,
+    config_provider: Option<Vec<RawProvider>>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", deny_unknown_fields)]
+enum RawProvider {
+    #[serde(rename = "env")]
+    Env {
+        prefix: Option<String>,
+        dotenv_path: Option<PathBuf>,
+    },
 }
 
 #[derive(Deserialize)]
@@ -46,6 +64,20 @@ impl RuntimeConfig {
     /// Relative paths are relative to the file's directory, as in Spin.
     pub fn parse(text: &str, dir: &Path) -> Result<RuntimeConfig> {
         let raw: RawConfig = toml::from_str(text)?;
+        let providers = match (raw.variables_provider, raw.config_provider) {
+            (Some(_), Some(_)) => bail!("unused runtime config key(s): config_provider"),
+            (Some(providers), None) | (None, Some(providers)) => providers,
+            (None, None) => Vec::new(),
+        };
+        let variable_providers = providers
+            .into_iter()
+            .map(
+                |RawProvider::Env {
+                     prefix,
+                     dotenv_path,
+                 }| { EnvProvider::new(prefix.as_deref(), dotenv_path.as_deref()) },
+            )
+            .collect();
         let key_value_stores = raw
             .key_value_store
             .into_iter()
@@ -59,7 +91,10 @@ impl RuntimeConfig {
                 (label, config)
             })
             .collect();
-        Ok(RuntimeConfig { key_value_stores })
+        Ok(RuntimeConfig {
+            key_value_stores,
+            variable_providers,
+        })
     }
 }
 
@@ -121,6 +156,48 @@ mod tests {
                 password_env: Some("REDIS_PASSWORD".into())
             }
         );
+    }
+
+    #[test]
+    fn the_runtime_config_spin_operator_writes_is_accepted() {
+        // spin-operator v0.6.1 for a SpinApp with a Redis store whose URL is in a Secret.
+        let config = parse(
+            "[[config_provider]]\ntype = 'env'\nprefix = 'SPIN_VARIABLE_'\n\n\
+             [key_value_store]\n[key_value_store.default]\ntype = 'redis'\n\
+             url = 'redis://:s3cr3t@redis.default.svc.cluster.local:6379/0'\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.variable_providers,
+            [EnvProvider::new(Some("SPIN_VARIABLE_"), None)]
+        );
+        assert!(matches!(
+            &config.key_value_stores["default"],
+            StoreConfig::Redis { url, password_env: None } if url.starts_with("redis://:s3cr3t@")
+        ));
+    }
+
+    #[test]
+    fn variables_providers_follow_spin() {
+        let both = "[[config_provider]]\ntype = 'env'\n[[variables_provider]]\ntype = 'env'\n";
+        let error = format!("{:#}", parse(both).unwrap_err());
+        assert!(
+            error.contains("unused runtime config key(s): config_provider"),
+            "{error}"
+        );
+        let error = format!(
+            "{:#}",
+            parse("[[config_provider]]\ntype = 'env'\nbogus = 1\n").unwrap_err()
+        );
+        assert!(
+            error.contains("unknown field `bogus`, expected `prefix` or `dotenv_path`"),
+            "{error}"
+        );
+        let error = format!(
+            "{:#}",
+            parse("[[variables_provider]]\ntype = 'vault'\n").unwrap_err()
+        );
+        assert!(error.contains("vault"), "{error}");
     }
 
     #[test]

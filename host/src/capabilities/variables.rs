@@ -1,17 +1,19 @@
-//! `fermyon:spin/variables@2.0.0`: application variables (manifest defaults overridden by
-//! `SPIN_VARIABLE_<NAME>` environment variables), rendered into each component's variable
-//! templates once at start-up.
+//! `fermyon:spin/variables@2.0.0`: application variables, rendered into each component's
+//! variable templates once at start-up.
 //!
-//! Spin resolves lazily because some of its providers (Vault, Azure Key Vault) are dynamic.
-//! This host's providers are the manifest and the process environment, which cannot change
-//! while it runs, so everything is rendered up front: a missing required variable stops the
-//! start, and a request never parses a template. Names and errors follow Spin's
-//! `spin-expressions` word for word.
+//! A variable's value comes from the first provider that has one, as in Spin: the runtime
+//! config's environment providers in order, then the one Spin always appends (prefix
+//! `SPIN_VARIABLE`, dotenv file `.env`), then the manifest's default. Spin resolves lazily
+//! because some of its providers (Vault, Azure Key Vault) are dynamic; environment providers
+//! cannot change while the host runs, so everything is rendered up front: a missing required
+//! variable stops the start, and a request never parses a template. Names and errors follow
+//! Spin's `spin-expressions` word for word.
 
 use anyhow::{Result, bail};
 use bindings::fermyon::spin::variables;
 pub use bindings::fermyon::spin::variables::Error;
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker};
 
@@ -23,8 +25,50 @@ mod bindings {
     });
 }
 
-/// Spin's environment provider prefix: `s3_bucket` is read from `SPIN_VARIABLE_S3_BUCKET`.
-pub const ENV_PREFIX: &str = "SPIN_VARIABLE_";
+/// The prefix of the environment provider Spin always appends: `s3_bucket` is read from
+/// `SPIN_VARIABLE_S3_BUCKET`.
+pub const DEFAULT_ENV_PREFIX: &str = "SPIN_VARIABLE";
+
+/// The dotenv file of that provider, relative to the working directory.
+pub const DEFAULT_DOTENV_FILE: &str = ".env";
+
+/// Spin's environment provider (`[[config_provider]] type = "env"` in the runtime config):
+/// variable `name` is `<prefix>_<NAME>` from the process environment, else from the dotenv
+/// file. Spin always joins prefix and name with `_`, so the prefix `SPIN_VARIABLE_` that
+/// spin-operator writes reads `SPIN_VARIABLE__NAME`, and the default provider finds the value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnvProvider {
+    prefix: String,
+    dotenv: BTreeMap<String, String>,
+}
+
+impl EnvProvider {
+    /// A missing or unreadable dotenv file provides nothing, as in Spin.
+    pub fn new(prefix: Option<&str>, dotenv_path: Option<&Path>) -> EnvProvider {
+        let dotenv = dotenv_path
+            .and_then(|path| dotenvy::from_path_iter(path).ok())
+            .map(|entries| entries.filter_map(Result::ok).collect())
+            .unwrap_or_default();
+        EnvProvider {
+            prefix: prefix.unwrap_or(DEFAULT_ENV_PREFIX).to_string(),
+            dotenv,
+        }
+    }
+
+    /// The provider Spin appends after the configured ones.
+    pub fn spin_default() -> EnvProvider {
+        EnvProvider::new(None, Some(&PathBuf::from(DEFAULT_DOTENV_FILE)))
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}_{}", self.prefix, name.to_ascii_uppercase())
+    }
+
+    fn lookup(&self, name: &str, env: &impl Fn(&str) -> Option<String>) -> Option<String> {
+        let key = self.key(name);
+        env(&key).or_else(|| self.dotenv.get(&key).cloned())
+    }
+}
 
 /// Spin's rule for a variable name, with Spin's reasons: lowercase ASCII letters, digits and
 /// single underscores, starting with a letter and ending with a letter or digit.
@@ -115,21 +159,26 @@ impl Template {
 pub struct AppVariables(BTreeMap<String, String>);
 
 impl AppVariables {
-    /// `declared` gives each variable's name and manifest default; `SPIN_VARIABLE_*`, as read
-    /// by `env`, overrides it.
+    /// `declared` gives each variable's name and manifest default; `providers` (then Spin's
+    /// default provider) override it, reading the process environment through `env`.
     pub fn resolve<'a>(
         declared: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+        providers: &[EnvProvider],
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<AppVariables> {
+        let spin_default = EnvProvider::spin_default();
+        let chain: Vec<&EnvProvider> = providers.iter().chain([&spin_default]).collect();
         let mut values = BTreeMap::new();
         let mut missing = Vec::new();
         for (name, default) in declared {
-            let key = format!("{ENV_PREFIX}{}", name.to_ascii_uppercase());
-            match env(&key).or_else(|| default.map(str::to_string)) {
+            let provided = chain
+                .iter()
+                .find_map(|provider| provider.lookup(name, &env));
+            match provided.or_else(|| default.map(str::to_string)) {
                 Some(value) => {
                     values.insert(name.to_string(), value);
                 }
-                None => missing.push(key),
+                None => missing.push(spin_default.key(name)),
             }
         }
         if !missing.is_empty() {
@@ -213,7 +262,7 @@ mod tests {
     }
 
     fn app() -> AppVariables {
-        AppVariables::resolve(DECLARED, env(&[("SPIN_VARIABLE_TOKEN", "t")])).unwrap()
+        AppVariables::resolve(DECLARED, &[], env(&[("SPIN_VARIABLE_TOKEN", "t")])).unwrap()
     }
 
     #[test]
@@ -245,6 +294,7 @@ mod tests {
     fn environment_overrides_defaults() {
         let app = AppVariables::resolve(
             DECLARED,
+            &[],
             env(&[
                 ("SPIN_VARIABLE_BUCKET", "logs"),
                 ("SPIN_VARIABLE_TOKEN", "t"),
@@ -257,8 +307,44 @@ mod tests {
 
     #[test]
     fn missing_required_variables_name_their_env_var() {
-        let error = AppVariables::resolve(DECLARED, env(&[])).unwrap_err();
+        let error = AppVariables::resolve(DECLARED, &[], env(&[])).unwrap_err();
         assert!(error.to_string().contains("SPIN_VARIABLE_TOKEN"), "{error}");
+    }
+
+    #[test]
+    fn providers_come_first_in_order_and_join_prefix_and_name_with_an_underscore() {
+        let dotenv = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            dotenv.path(),
+            "APP_REGION=eu-west-1\nAPP_BUCKET=from-file\n",
+        )
+        .unwrap();
+        let configured = [
+            // What spin-operator writes: it reads SPIN_VARIABLE__BUCKET, which nobody sets.
+            EnvProvider::new(Some("SPIN_VARIABLE_"), None),
+            EnvProvider::new(Some("APP"), Some(dotenv.path())),
+        ];
+        let app = AppVariables::resolve(
+            DECLARED,
+            &configured,
+            env(&[
+                ("APP_BUCKET", "from-env"),
+                ("SPIN_VARIABLE_BUCKET", "default-provider"),
+                ("SPIN_VARIABLE_TOKEN", "t"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            app.0["bucket"], "from-env",
+            "the environment before the dotenv file"
+        );
+        assert_eq!(
+            app.0["region"], "eu-west-1",
+            "the dotenv file before the default"
+        );
+        assert_eq!(app.0["token"], "t", "Spin's default provider last");
+        let missing = EnvProvider::new(Some("APP"), Some(Path::new("/nonexistent/.env")));
+        assert_eq!(missing.lookup("region", &env(&[])), None);
     }
 
     #[test]

@@ -6,6 +6,8 @@
 
 /// Request accounting: the in-flight gauge, counters and the access log, by drop guard.
 mod accounting;
+/// The listening socket, bound before any other thread starts.
+pub mod listener;
 /// Spin's router and `spin-*` headers.
 pub mod routing;
 

@@ -71,13 +71,17 @@ pub struct Stores {
 }
 
 impl Stores {
-    /// Opens the configured stores, plus `default` in `state_dir` when not configured.
+    /// Opens the configured stores, plus `default` when not configured: SQLite in
+    /// `state_dir`, or in memory without one (as Spin does for a registry app).
     /// Labels on one SQLite file share one connection pool and writer.
-    pub fn open(configured: &HashMap<String, StoreConfig>, state_dir: &Path) -> Result<Stores> {
+    pub fn open(
+        configured: &HashMap<String, StoreConfig>,
+        state_dir: Option<&Path>,
+    ) -> Result<Stores> {
         let mut configs = configured.clone();
-        configs
-            .entry("default".to_string())
-            .or_insert_with(|| StoreConfig::Sqlite(Some(state_dir.join(DEFAULT_STORE_FILE))));
+        configs.entry("default".to_string()).or_insert_with(|| {
+            StoreConfig::Sqlite(state_dir.map(|dir| dir.join(DEFAULT_STORE_FILE)))
+        });
         let mut files: HashMap<PathBuf, Arc<SqliteDb>> = HashMap::new();
         let mut backends = HashMap::new();
         for (label, config) in configs {
@@ -359,7 +363,7 @@ fn add_share(total: &mut usize, share: usize, limit: usize) -> Result<(), Error>
 #[cfg(test)]
 fn test_state(granted: &[&str], dir: &Path) -> KeyValueState {
     let configured = HashMap::from([("cache".to_string(), StoreConfig::Sqlite(None))]);
-    let stores = Stores::open(&configured, dir).unwrap();
+    let stores = Stores::open(&configured, Some(dir)).unwrap();
     KeyValueState::new(
         Arc::new(stores),
         granted.iter().map(|s| s.to_string()).collect(),
@@ -450,7 +454,7 @@ mod tests {
     #[test]
     fn grants_of_unconfigured_labels_fail_at_start_up() {
         let dir = tempfile::tempdir().unwrap();
-        let stores = Stores::open(&HashMap::new(), dir.path()).unwrap();
+        let stores = Stores::open(&HashMap::new(), Some(dir.path())).unwrap();
         assert!(stores.check_grants("web", &["default".into()]).is_ok());
         let error = stores
             .check_grants("web", &["cache".into()])

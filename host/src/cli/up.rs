@@ -1,19 +1,24 @@
-//! `greeter-host up`: the command line (Spin's flag names where Spin has them) and the
-//! start-up sequence that turns a manifest into a serving host.
+//! `greeter-host up`: Spin's `spin up` flags and environment variables (all that
+//! spin-operator passes to an executor image), and the start-up sequence that turns an app,
+//! local or from a registry, into a serving host.
 
+use super::source::{AppSource, LoadedApp};
+use super::units::{parse_bytes, parse_duration, parse_key_value, parse_listen_address};
+use super::{LogFormat, block_on, init_logging};
+use crate::app::{App, retain_components};
 use crate::capabilities::key_value::Stores;
 use crate::capabilities::outbound_http::AllowedHosts;
 use crate::capabilities::variables::{AppVariables, ComponentVariables, Template};
 use crate::compile_cache::load_component;
 use crate::engine::{EngineLimits, build_engine};
-use crate::manifest::App;
 use crate::metrics::Metrics;
+use crate::registry::RegistryOptions;
 use crate::runtime::{ComponentContext, Runtime};
 use crate::runtime_config::RuntimeConfig;
 use crate::server::routing::{Router, WELL_KNOWN_PREFIX};
-use crate::server::{Server, ServerLimits};
+use crate::server::{Server, ServerLimits, listener};
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::Parser;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,34 +26,45 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-#[derive(Parser)]
-#[command(
-    version,
-    about = "Runs Spin HTTP apps from their spin.toml on wasmtime"
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Serve the application, like `spin up`.
-    Up(UpArgs),
-}
+/// Spin's fallback for `--component-id`, as SpinKube's shim reads it: ids separated by commas.
+const COMPONENTS_TO_RETAIN_VARIABLE: &str = "SPIN_COMPONENTS_TO_RETAIN";
 
 #[derive(Parser)]
 pub struct UpArgs {
-    /// The application manifest.
-    #[arg(short = 'f', long = "from", default_value = "spin.toml")]
-    manifest: PathBuf,
+    /// The application: a manifest file, a directory holding spin.toml, or a registry
+    /// reference [default: spin.toml].
+    #[arg(
+        short = 'f',
+        long = "from",
+        group = "source",
+        value_name = "APPLICATION"
+    )]
+    from: Option<String>,
+    /// The same as --from, always read as a file or directory.
+    #[arg(
+        long = "from-file",
+        alias = "file",
+        group = "source",
+        value_name = "PATH"
+    )]
+    from_file: Option<PathBuf>,
+    /// The same as --from, always read as a registry reference.
+    #[arg(long = "from-registry", group = "source", value_name = "REFERENCE")]
+    from_registry: Option<String>,
+    #[command(flatten)]
+    registry: RegistryOptions,
+    /// Serve only these components (repeat the flag) [default: all; else the
+    /// comma-separated SPIN_COMPONENTS_TO_RETAIN].
+    #[arg(short = 'c', long = "component-id", value_name = "ID")]
+    components: Vec<String>,
     /// Address to serve the application on (port 0 picks a free port).
-    #[arg(long, default_value = "127.0.0.1:3000")]
+    #[arg(long, env = "SPIN_HTTP_LISTEN_ADDR", default_value = "127.0.0.1:3000", value_parser = parse_listen_address)]
     listen: SocketAddr,
-    /// Spin runtime config (key-value stores).
+    /// Spin runtime config: key-value stores, variables providers.
     #[arg(long)]
     runtime_config_file: Option<PathBuf>,
-    /// Where store `default` and the compile cache live [default: .greeter beside the manifest].
+    /// Where store `default` and the compile cache live [default: .greeter beside a local
+    /// manifest; none for a registry app, whose store `default` is then in memory, as in Spin].
     #[arg(long)]
     state_dir: Option<PathBuf>,
     /// Environment variables for every component, KEY=VALUE.
@@ -62,8 +78,8 @@ pub struct UpArgs {
     /// Wall-clock deadline per request (e.g. 30s, 500ms).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     request_timeout: Duration,
-    /// Linear memory per instance (e.g. 128MiB).
-    #[arg(long, default_value = "128MiB", value_parser = parse_bytes)]
+    /// Linear memory per instance (e.g. 128MiB, or bytes as spin-operator sets it).
+    #[arg(long = "max-instance-memory", alias = "max-memory", env = "SPIN_MAX_INSTANCE_MEMORY", default_value = "128MiB", value_parser = parse_bytes)]
     max_memory: usize,
     /// Instances alive at once; further requests wait for a free one.
     #[arg(long, default_value_t = 512)]
@@ -77,47 +93,58 @@ pub struct UpArgs {
     /// Time a client has to send its request headers.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     header_read_timeout: Duration,
-    /// On SIGTERM/SIGINT, time in-flight requests get to finish (e.g. 20s).
+    /// On SIGTERM, how long to go on serving new requests before draining: load balancers
+    /// and kube-proxy still send to a terminating pod until they have heard of it.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    shutdown_delay: Duration,
+    /// Then (or at once on SIGINT), time in-flight requests get to finish.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     drain_timeout: Duration,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
-pub fn run() -> Result<()> {
-    let Command::Up(args) = Cli::parse().command;
+pub fn run(args: UpArgs) -> Result<()> {
     init_logging(args.log_format);
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(up(args))
+    // First, on the main thread, before any other thread exists (see server::listener).
+    let listener = listener::bind(args.listen)?;
+    block_on(up(args, listener))
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn")
-    });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+impl UpArgs {
+    fn source(&self) -> Result<AppSource> {
+        AppSource::resolve(
+            self.from.as_deref(),
+            self.from_file.as_deref(),
+            self.from_registry.as_deref(),
+        )
+    }
+
+    /// `--component-id`, else `SPIN_COMPONENTS_TO_RETAIN`; empty means every component.
+    fn retained_components(&self) -> Vec<String> {
+        if !self.components.is_empty() {
+            return self.components.clone();
+        }
+        std::env::var(COMPONENTS_TO_RETAIN_VARIABLE)
+            .unwrap_or_default()
+            .split(',')
+            .filter(|id| !id.is_empty())
+            .map(str::to_string)
+            .collect()
     }
 }
 
-async fn up(args: UpArgs) -> Result<()> {
-    let app = App::load(&args.manifest)?;
+async fn up(args: UpArgs, listener: std::net::TcpListener) -> Result<()> {
+    let LoadedApp {
+        app,
+        default_state_dir,
+        compile_cache,
+    } = args.source()?.load(&args.registry).await?;
+    let app = retain_components(app, &args.retained_components())?;
     tracing::info!(app = %app.name, version = %app.version, "loading");
-    let state_dir = args
-        .state_dir
-        .clone()
-        .unwrap_or_else(|| app.dir.join(".greeter"));
+    let state_dir = args.state_dir.clone().or(default_state_dir);
+    let compile_cache = match &state_dir {
+        Some(dir) => dir.join("cache"),
+        None => compile_cache,
+    };
     let runtime_config = match &args.runtime_config_file {
         Some(path) => RuntimeConfig::load(path)?,
         None => RuntimeConfig::default(),
@@ -126,8 +153,13 @@ async fn up(args: UpArgs) -> Result<()> {
         .variables
         .iter()
         .map(|(name, decl)| (name.as_str(), decl.default.as_deref()));
-    let variables = AppVariables::resolve(declared, |key| std::env::var(key).ok())?;
-    let stores = Arc::new(Stores::open(&runtime_config.key_value_stores, &state_dir)?);
+    let variables = AppVariables::resolve(declared, &runtime_config.variable_providers, |key| {
+        std::env::var(key).ok()
+    })?;
+    let stores = Arc::new(Stores::open(
+        &runtime_config.key_value_stores,
+        state_dir.as_deref(),
+    )?);
     let engine = build_engine(&EngineLimits {
         max_instances: args.max_instances,
         max_memory: args.max_memory,
@@ -157,7 +189,7 @@ async fn up(args: UpArgs) -> Result<()> {
                 decl.source.display()
             );
         }
-        let component = load_component(&engine, &decl.source, &state_dir.join("cache"))
+        let component = load_component(&engine, &decl.source, &compile_cache)
             .with_context(|| format!("component `{id}`"))?;
         let allowed: Vec<String> = decl
             .allowed_outbound_hosts
@@ -203,9 +235,7 @@ async fn up(args: UpArgs) -> Result<()> {
         );
     }
 
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = TcpListener::from_std(listener)?;
     let address = listener.local_addr()?;
     print_routes(address, &router, &indices);
     let metrics = Arc::new(Metrics::default());
@@ -225,7 +255,9 @@ async fn up(args: UpArgs) -> Result<()> {
         },
         app_info: app_info(&app),
     });
-    server.serve(listener, shutdown_signal()).await;
+    server
+        .serve(listener, shutdown_signal(args.shutdown_delay))
+        .await;
     Ok(())
 }
 
@@ -272,93 +304,16 @@ async fn serve_metrics(address: SocketAddr, metrics: Arc<Metrics>) -> Result<()>
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Resolves when the host should stop accepting: at once on SIGINT (a person at a terminal),
+/// `delay` after SIGTERM (an orchestrator, whose load balancers may still send for a while).
+async fn shutdown_signal(delay: Duration) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
     tokio::select! {
-        _ = terminate.recv() => {}
+        _ = terminate.recv() => {
+            tracing::info!("SIGTERM: serving for {delay:?} more, then draining");
+            tokio::time::sleep(delay).await;
+        }
         _ = tokio::signal::ctrl_c() => {}
-    }
-}
-
-fn parse_key_value(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
-        _ => Err(format!("expected KEY=VALUE, got {text:?}")),
-    }
-}
-
-/// `30s`, `500ms`, `2m`, or a bare number of seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?}"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(number)),
-        "" | "s" => Ok(Duration::from_secs(number)),
-        "m" => Ok(Duration::from_secs(number * 60)),
-        _ => Err(format!("invalid duration {text:?}: use ms, s or m")),
-    }
-}
-
-/// `128MiB`, `64KiB`, `1GiB`, or a bare number of bytes.
-fn parse_bytes(text: &str) -> Result<usize, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: usize = number
-        .parse()
-        .map_err(|_| format!("invalid size {text:?}"))?;
-    let scale = match unit {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        _ => return Err(format!("invalid size {text:?}: use B, KiB, MiB or GiB")),
-    };
-    number
-        .checked_mul(scale)
-        .ok_or_else(|| format!("size {text:?} is too large"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("20"), Ok(Duration::from_secs(20)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("2h").is_err());
-        assert!(parse_duration("s").is_err());
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_bytes("128MiB"), Ok(128 << 20));
-        assert_eq!(parse_bytes("4096"), Ok(4096));
-        assert_eq!(parse_bytes("64KiB"), Ok(64 << 10));
-        assert!(parse_bytes("1MB").is_err());
-        assert!(parse_bytes("99999999999999999999GiB").is_err());
-    }
-
-    #[test]
-    fn key_values() {
-        assert_eq!(parse_key_value("A=b=c"), Ok(("A".into(), "b=c".into())));
-        assert!(parse_key_value("=x").is_err());
-        assert!(parse_key_value("novalue").is_err());
-    }
-
-    #[test]
-    fn the_command_line_parses() {
-        use clap::CommandFactory;
-        Cli::command().debug_assert();
     }
 }

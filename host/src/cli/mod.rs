@@ -1,0 +1,76 @@
+//! The command line, one file per command: `up` serves an app as `spin up` does, `registry`
+//! pushes, pulls and logs in as `spin registry` does, with Spin's flag names and environment
+//! variables where Spin has them.
+
+mod registry;
+mod source;
+mod units;
+mod up;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Runs Spin HTTP apps from their spin.toml or a registry on wasmtime"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the application, like `spin up`.
+    Up(up::UpArgs),
+    /// Push, pull and log in to registries, like `spin registry`.
+    #[command(subcommand)]
+    Registry(registry::RegistryCommand),
+}
+
+pub fn run() -> Result<()> {
+    match Cli::parse().command {
+        Command::Up(args) => up::run(args),
+        Command::Registry(command) => registry::run(command),
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Builds the async runtime and runs `work` on it.
+fn block_on<T>(work: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(work)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,187 @@
+//! Spin's registry cache, shared with Spin (`crates/loader/src/cache.rs`): under the root
+//! (`--cache-dir`, else `$XDG_CACHE_HOME/spin` or `~/.cache/spin`), `registry/wasm/<digest>`
+//! and `registry/data/<digest>` hold blobs by content, and
+//! `registry/manifests/<registry>/<repository>/<tag>/` a reference's `manifest.json` and its
+//! locked app as `config.json`. Every file is written whole (a temporary file, then a
+//! rename), and a cached blob counts only when its bytes still match its digest.
+
+use super::artifact::{ManifestLayer, digest_of};
+use anyhow::{Context, Result, bail};
+use oci_client::Reference;
+use std::path::{Path, PathBuf};
+
+/// The root's part when no `--cache-dir` is given: `~/.cache/spin`.
+const SPIN_DIR: &str = "spin";
+const REGISTRY_DIR: &str = "registry";
+/// greeter-host's compiled components of registry apps, beside Spin's `registry/`.
+const COMPILE_DIR: &str = "greeter-host";
+/// The tag directory of a reference without a tag (a digest alone), as in Spin.
+const DEFAULT_TAG: &str = "latest";
+
+pub struct Cache {
+    root: PathBuf,
+}
+
+impl Cache {
+    pub fn new(root: Option<PathBuf>) -> Result<Cache> {
+        let root = match root {
+            Some(root) => root,
+            None => user_cache_dir()
+                .context(
+                    "cannot get cache directory: set HOME or XDG_CACHE_HOME, or give --cache-dir",
+                )?
+                .join(SPIN_DIR),
+        };
+        Ok(Cache { root })
+    }
+
+    pub fn compile_dir(&self) -> PathBuf {
+        self.root.join(COMPILE_DIR)
+    }
+
+    fn registry(&self) -> PathBuf {
+        self.root.join(REGISTRY_DIR)
+    }
+
+    fn reference_dir(&self, reference: &Reference) -> PathBuf {
+        self.registry()
+            .join("manifests")
+            .join(reference.registry())
+            .join(reference.repository())
+            .join(reference.tag().unwrap_or(DEFAULT_TAG))
+    }
+
+    /// The manifest cached for `reference`; for a digest reference, only that very one.
+    pub fn manifest(&self, reference: &Reference) -> Option<Vec<u8>> {
+        let bytes = std::fs::read(self.reference_dir(reference).join("manifest.json")).ok()?;
+        match reference.digest() {
+            Some(digest) if digest_of(&bytes) != digest => None,
+            _ => Some(bytes),
+        }
+    }
+
+    pub fn store_manifest(
+        &self,
+        reference: &Reference,
+        manifest: &[u8],
+        locked: &[u8],
+    ) -> Result<()> {
+        let dir = self.reference_dir(reference);
+        write_whole(&dir.join("manifest.json"), manifest)?;
+        write_whole(&dir.join("config.json"), locked)
+    }
+
+    fn blob_paths(&self, digest: &str) -> [PathBuf; 2] {
+        let registry = self.registry();
+        [
+            registry.join("wasm").join(digest),
+            registry.join("data").join(digest),
+        ]
+    }
+
+    /// A cached blob whose bytes match `digest`.
+    pub fn blob(&self, digest: &str) -> Option<Vec<u8>> {
+        self.blob_paths(digest)
+            .iter()
+            .filter_map(|path| std::fs::read(path).ok())
+            .find(|bytes| digest_of(bytes) == digest)
+    }
+
+    pub fn has_blob(&self, digest: &str) -> bool {
+        self.blob(digest).is_some()
+    }
+
+    /// Wasm under `wasm/`, everything else under `data/`.
+    pub fn store_blob(&self, layer: &ManifestLayer, bytes: &[u8]) -> Result<()> {
+        let [wasm, data] = self.blob_paths(&layer.descriptor().digest);
+        let path = match layer {
+            ManifestLayer::Wasm(_) => wasm,
+            ManifestLayer::Locked(_) | ManifestLayer::Data(_) => data,
+        };
+        write_whole(&path, bytes)
+    }
+
+    /// The file of a component's Wasm, as Spin looks for it: `wasm/`, then `data/`.
+    pub fn wasm_file(&self, digest: &str) -> Result<PathBuf> {
+        let found = self
+            .blob_paths(digest)
+            .into_iter()
+            .find(|path| path.exists());
+        match found {
+            Some(path) => Ok(std::path::absolute(path)?),
+            None => bail!("cannot find wasm file for digest {digest}"),
+        }
+    }
+}
+
+/// `$XDG_CACHE_HOME` when it is absolute, else `$HOME/.cache`, as Spin's `dirs` finds it.
+fn user_cache_dir() -> Option<PathBuf> {
+    let xdg = std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from);
+    xdg.filter(|dir| dir.is_absolute()).or_else(|| {
+        std::env::var_os("HOME")
+            .filter(|home| !home.is_empty())
+            .map(|home| PathBuf::from(home).join(".cache"))
+    })
+}
+
+/// Writes `bytes` to `path` in one step: readers see the old file or the whole new one.
+fn write_whole(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().context("a cache path has a directory")?;
+    let write = || -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let temporary = tempfile::NamedTempFile::new_in(dir)?;
+        std::fs::write(temporary.path(), bytes)?;
+        temporary.persist(path).map_err(|error| error.error)?;
+        Ok(())
+    };
+    write().with_context(|| format!("cannot write to the cache directory {}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blobs_count_only_when_their_bytes_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(Some(dir.path().to_path_buf())).unwrap();
+        let digest = digest_of(b"wasm");
+        let [wasm, _] = cache.blob_paths(&digest);
+        write_whole(&wasm, b"was").unwrap();
+        assert!(
+            !cache.has_blob(&digest),
+            "a truncated blob is not a cache hit"
+        );
+        write_whole(&wasm, b"wasm").unwrap();
+        assert!(cache.has_blob(&digest));
+        assert_eq!(
+            cache.wasm_file(&digest).unwrap(),
+            dir.path().join("registry/wasm").join(&digest)
+        );
+    }
+
+    #[test]
+    fn references_have_spins_directories() {
+        let cache = Cache::new(Some(PathBuf::from("/c"))).unwrap();
+        let tagged: Reference = "localhost:5000/greeter/app:v1".parse().unwrap();
+        assert_eq!(
+            cache.reference_dir(&tagged),
+            Path::new("/c/registry/manifests/localhost:5000/greeter/app/v1")
+        );
+        let pinned: Reference = format!("ghcr.io/a/b@{}", digest_of(b"")).parse().unwrap();
+        assert_eq!(
+            cache.reference_dir(&pinned),
+            Path::new("/c/registry/manifests/ghcr.io/a/b/latest")
+        );
+    }
+
+    #[test]
+    fn a_read_only_cache_is_a_clear_error() {
+        let error = write_whole(Path::new("/proc/greeter-cache/x"), b"x").unwrap_err();
+        assert!(
+            format!("{error:#}")
+                .starts_with("cannot write to the cache directory /proc/greeter-cache"),
+            "{error:#}"
+        );
+    }
+}
