@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kube.manifests import REPO, pod_specs, render_path
+from kube.manifests import REPO, of_kind, one, pod_specs, render_path
 from cluster.addons import SPIN_OPERATOR_NAMESPACE, install_spin_operator
 from cluster.cluster import Cluster, GivenCluster
-from cluster.workload_images import CLIENT_IMAGE, publish
+from cluster.workload_images import CLIENT_IMAGE, HOST_BINARY, publish
 
 KUBECONFIG_VARIABLE = "GREETER_KUBECONFIG"
 HOLDER_VARIABLE = "GREETER_CLUSTER_PID"
@@ -28,6 +28,16 @@ BEFORE_WEBHOOKS = "test_server_dry_run.py"
 DEV_OVERLAY = Path(__file__).with_name("dev")
 DEPLOY = REPO / "kube" / "deploy"
 CLIENT_NAMESPACE = "gateway-system"
+NAMESPACE = "greeter"
+# The Secret tests/cluster/dev gives the greeter-host executor as its CA bundle.
+TEST_CA_SECRET = "greeter-test-ca"
+
+
+def push_app(cluster, reference: str, home: Path) -> None:
+    """`greeter-host registry push` of this checkout's app, from inside the cluster's network
+    (where the registry is), trusting the test CA."""
+    env = {"HOME": str(home), "SSL_CERT_FILE": str(cluster.pki.ca)}
+    cluster.client.script(str(HOST_BINARY), "registry", "push", "-f", str(REPO / "spin.toml"), reference, env=env)
 
 
 def pytest_collection_modifyitems(items):
@@ -78,15 +88,21 @@ class Deployed:
 @pytest.fixture(scope="session")
 def dev(cluster, spin_operator, tmp_path_factory):
     """kube/overlays/dev (through tests/cluster/dev) deployed as kube/README.md says, with
-    kube/deploy, its images built and published first."""
+    kube/deploy, its images built and published first, and the app pushed by greeter-host to
+    the cluster's registry, from where the SpinApp's executor pulls it."""
     objects = render_path(DEV_OVERLAY)
     images = tmp_path_factory.mktemp("images")
     references = {container["image"] for _, spec in pod_specs(objects) for container in spec["containers"]}
-    for reference in sorted(references | {CLIENT_IMAGE}):
+    executor_images = {executor["spec"]["deploymentConfig"]["spinImage"] for executor in of_kind(objects, "SpinAppExecutor")}
+    for reference in sorted(references | executor_images | {CLIENT_IMAGE}):
         publish(cluster, images, reference)
-    # Blocked until greeter-host is a SpinKube executor: no executor here runs the SpinApp
-    # (the shim cannot be built from any registry these machines reach).
-    cluster.client.script(str(DEPLOY), str(DEV_OVERLAY), env={"DEPLOY_SPINAPP_ROLLOUT": "skip"})
+    for app in of_kind(objects, "SpinApp"):
+        push_app(cluster, app["spec"]["image"], tmp_path_factory.mktemp("home"))
+    # The executor's CA Secret, in the namespace as kube/deploy will apply it.
+    ca = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": TEST_CA_SECRET, "namespace": NAMESPACE},
+          "stringData": {"ca-certificates.crt": cluster.pki.ca.read_text()}}  # fmt: skip
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([one(objects, "Namespace", NAMESPACE), ca]))
+    cluster.client.script(str(DEPLOY), str(DEV_OVERLAY))
     client_pod = {
         "apiVersion": "v1",
         "kind": "Pod",

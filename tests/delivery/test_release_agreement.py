@@ -56,5 +56,5 @@ def test_release_tags_are_checked_against_spin_toml():
     assert release[True]["push"]["tags"] == ["v*"]  # YAML reads the key `on` as true
     steps = release["jobs"]["component"]["steps"]
     assert any("spin.toml" in s.get("run", "") and '"$TAG" = "v$version"' in s.get("run", "") for s in steps)
-    pushes = [s["run"] for job in release["jobs"].values() for s in job["steps"] if "spin registry push" in s.get("run", "")]
+    pushes = [s["run"] for job in release["jobs"].values() for s in job["steps"] if "registry push" in s.get("run", "")]
     assert pushes and all('"$APP_IMAGE:$TAG"' in p for p in pushes)

@@ -103,8 +103,12 @@ def pod_specs(objects):
 
 
 def image_references(objects) -> list[tuple[str, str]]:
-    """(object, image) for every image an object runs: SpinApps and pod templates."""
+    """(object, image) for every image an object runs: SpinApps, the executors' images and
+    pod templates."""
     refs = [(ident(obj), obj["spec"]["image"]) for obj in of_kind(objects, "SpinApp")]
+    for obj in of_kind(objects, "SpinAppExecutor"):
+        if "spinImage" in obj["spec"].get("deploymentConfig", {}):
+            refs.append((ident(obj), obj["spec"]["deploymentConfig"]["spinImage"]))
     for obj, spec in pod_specs(objects):
         for container in spec.get("initContainers", []) + spec["containers"]:
             refs.append((ident(obj), container["image"]))

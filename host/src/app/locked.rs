@@ -246,10 +246,10 @@ fn http_trigger(config: &Value) -> Result<HttpTrigger> {
         .and_then(Value::as_str)
         .context("`component` must name a component (inline components are not supported)")?
         .to_string();
-    if let Some(executor) = config.get("executor") {
-        if executor.get("type").and_then(Value::as_str) != Some("spin") {
-            bail!("`executor`: only the default Spin executor is supported");
-        }
+    if let Some(executor) = config.get("executor")
+        && executor.get("type").and_then(Value::as_str) != Some("spin")
+    {
+        bail!("`executor`: only the default Spin executor is supported");
     }
     let route = match config.get("route") {
         Some(Value::String(route)) => Some(route.clone()),

@@ -23,15 +23,17 @@ pub struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the application, like `spin up`.
-    Up(up::UpArgs),
+    Up(Box<up::UpArgs>),
     /// Push, pull and log in to registries, like `spin registry`.
     #[command(subcommand)]
     Registry(registry::RegistryCommand),
 }
 
 pub fn run() -> Result<()> {
+    // One TLS crypto provider for every client (registry, Redis): ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match Cli::parse().command {
-        Command::Up(args) => up::run(args),
+        Command::Up(args) => up::run(*args),
         Command::Registry(command) => registry::run(command),
     }
 }

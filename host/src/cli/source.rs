@@ -119,7 +119,7 @@ fn is_probably_reference(text: &str) -> bool {
     if explicit_tag || digest_only {
         return true;
     }
-    !(reference.registry().contains("docker") && !text.contains("docker"))
+    !reference.registry().contains("docker") || text.contains("docker")
 }
 
 #[cfg(test)]

@@ -237,6 +237,7 @@ async fn up(args: UpArgs, listener: std::net::TcpListener) -> Result<()> {
 
     let listener = TcpListener::from_std(listener)?;
     let address = listener.local_addr()?;
+    let shutdown = shutdown_signal(args.shutdown_delay);
     print_routes(address, &router, &indices);
     let metrics = Arc::new(Metrics::default());
     if let Some(metrics_address) = args.metrics_listen {
@@ -255,9 +256,7 @@ async fn up(args: UpArgs, listener: std::net::TcpListener) -> Result<()> {
         },
         app_info: app_info(&app),
     });
-    server
-        .serve(listener, shutdown_signal(args.shutdown_delay))
-        .await;
+    server.serve(listener, shutdown).await;
     Ok(())
 }
 
@@ -306,14 +305,18 @@ async fn serve_metrics(address: SocketAddr, metrics: Arc<Metrics>) -> Result<()>
 
 /// Resolves when the host should stop accepting: at once on SIGINT (a person at a terminal),
 /// `delay` after SIGTERM (an orchestrator, whose load balancers may still send for a while).
-async fn shutdown_signal(delay: Duration) {
+/// The handlers are in place when this returns, before the host says it is serving.
+fn shutdown_signal(delay: Duration) -> impl Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = terminate.recv() => {
-            tracing::info!("SIGTERM: serving for {delay:?} more, then draining");
-            tokio::time::sleep(delay).await;
+    let mut interrupt = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = terminate.recv() => {
+                tracing::info!("SIGTERM: serving for {delay:?} more, then draining");
+                tokio::time::sleep(delay).await;
+            }
+            _ = interrupt.recv() => {}
         }
-        _ = tokio::signal::ctrl_c() => {}
     }
 }

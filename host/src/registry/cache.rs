@@ -51,13 +51,17 @@ impl Cache {
             .join(reference.tag().unwrap_or(DEFAULT_TAG))
     }
 
-    /// The manifest cached for `reference`; for a digest reference, only that very one.
+    /// The manifest cached for `reference`; for a digest reference, that very one, under
+    /// whichever tag of the repository it was pulled.
     pub fn manifest(&self, reference: &Reference) -> Option<Vec<u8>> {
-        let bytes = std::fs::read(self.reference_dir(reference).join("manifest.json")).ok()?;
-        match reference.digest() {
-            Some(digest) if digest_of(&bytes) != digest => None,
-            _ => Some(bytes),
-        }
+        let Some(digest) = reference.digest() else {
+            return std::fs::read(self.reference_dir(reference).join("manifest.json")).ok();
+        };
+        let repository = self.reference_dir(reference);
+        std::fs::read_dir(repository.parent()?)
+            .ok()?
+            .filter_map(|tag| std::fs::read(tag.ok()?.path().join("manifest.json")).ok())
+            .find(|bytes| digest_of(bytes) == digest)
     }
 
     pub fn store_manifest(

@@ -203,12 +203,18 @@ pub fn parse_reference(text: &str) -> Result<Reference> {
         .with_context(|| format!("cannot parse reference {text}"))
 }
 
-/// A connection that never reached the registry, as opposed to an answer from it.
+/// No connection to the registry at all (refused, unroutable, timed out), as opposed to an
+/// answer from it or a TLS failure, which must not fall back to the cache.
 fn is_unreachable(error: &anyhow::Error) -> bool {
+    use std::io::ErrorKind::{
+        ConnectionRefused, HostUnreachable, NetworkUnreachable, NotConnected, TimedOut,
+    };
     error.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
-            || cause.to_string().contains("error sending request")
+        cause.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                ConnectionRefused | HostUnreachable | NetworkUnreachable | NotConnected | TimedOut
+            )
+        })
     })
 }

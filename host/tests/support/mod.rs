@@ -8,6 +8,7 @@
 use ureq::http;
 
 pub mod redis;
+pub mod registry;
 pub mod s3;
 
 use std::io::{BufRead, BufReader};
@@ -64,23 +65,43 @@ pub struct HostBuilder {
 
 impl HostBuilder {
     pub fn new(manifest: &Path, state_dir: &Path) -> HostBuilder {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_greeter-host"));
-        command
-            .arg("up")
-            .arg("--from")
-            .arg(manifest)
+        HostBuilder::up(["--from".as_ref(), manifest.as_os_str()], state_dir)
+    }
+
+    /// `greeter-host up <args> --listen 127.0.0.1:0 --state-dir <state_dir>`.
+    pub fn up<'a>(
+        args: impl IntoIterator<Item = &'a std::ffi::OsStr>,
+        state_dir: &Path,
+    ) -> HostBuilder {
+        HostBuilder::exactly(["up".as_ref()].into_iter().chain(args))
             .args(["--listen", "127.0.0.1:0", "--state-dir"])
             .arg(state_dir)
+    }
+
+    /// `greeter-host <args>`, nothing added; only the environment is cleared of Spin's
+    /// variables and settings, so each test sets its own.
+    pub fn exactly<'a>(args: impl IntoIterator<Item = &'a std::ffi::OsStr>) -> HostBuilder {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_greeter-host"));
+        command
+            .args(args)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null());
-        // Variables come only from what each test sets.
-        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("SPIN_VARIABLE_")) {
+        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("SPIN_")) {
             command.env_remove(key);
         }
         HostBuilder {
             command,
             metrics: false,
         }
+    }
+
+    pub fn command_mut(&mut self) -> &mut Command {
+        &mut self.command
+    }
+
+    pub fn args<'a>(mut self, args: impl IntoIterator<Item = &'a str>) -> Self {
+        self.command.args(args);
+        self
     }
 
     pub fn arg(mut self, arg: impl AsRef<std::ffi::OsStr>) -> Self {
