@@ -67,7 +67,7 @@ def test_the_executor_binds_port_80_unprivileged_and_keeps_no_capability(dev, cl
 def test_a_spinapp_rollout_under_load_fails_no_request(dev, cluster):
     """Clients keep sending while the SpinApp's pods are replaced: the readiness probe holds
     traffic back from the new pod until it has pulled the app and serves, and no pod is
-    restarted (OOM-killed at its 128Mi or crashed). spin-operator's pods have no preStop
+    restarted (OOM-killed or crashed). spin-operator's pods have no preStop
     hook; greeter-host's default shutdown delay stands in for one where a terminating pod
     leaves the endpoints later than on this one node (tests/README.md)."""
     outcome = {}

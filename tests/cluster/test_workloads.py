@@ -116,16 +116,16 @@ def load(client, url: str, seconds: int, clients: int) -> tuple[int, int]:
 
 
 # Clients send for this long; the rollout must end early enough that the old pod's
-# preStop sleep and drain (5 s + up to 20 s, kube/'s Deployment) happen under load too.
+# shutdown delay and drain (5 s + up to 20 s, kube/'s Deployment) happen under load too.
 LOAD_SECONDS = 45
 AFTER_ROLLOUT_S = 10
 
 
 def test_a_rolling_update_under_load_fails_no_request(dev, cluster, tmp_path):
     """Clients keep sending while the image changes: the probes hold traffic back from the
-    new pod until it serves (without them this fails). preStop and drain matter where a
-    terminating pod leaves the endpoints later than on this one node, where it leaves at once:
-    here their absence goes unseen."""
+    new pod until it serves (without them this fails). The shutdown delay and drain matter
+    where a terminating pod leaves the endpoints later than on this one node, where it leaves
+    at once: here their absence goes unseen."""
     deployment = "deployment/greeter-host"
     current = cluster.kubectl("-n", NAMESPACE, "get", deployment, "-o",
                               "jsonpath={.spec.template.spec.containers[0].image}").stdout  # fmt: skip

@@ -36,7 +36,7 @@ CACHE = Path(os.environ.get("GREETER_CACHE", Path.home() / ".cache" / "greeter")
 CRD_MODELS = CACHE / "crd-models" / "node_modules"
 VALIDATE_MJS = Path(__file__).with_name("crd-models") / "validate.mjs"
 
-# The oldest Kubernetes the manifests support (preStop `sleep` is on by default from 1.30).
+# The Kubernetes the manifests are validated against (the cluster tests run the same minor).
 KUBERNETES_VERSION = "1.32"
 
 OVERLAYS = ("dev", "prod", "us", "eu", "asia")

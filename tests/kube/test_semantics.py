@@ -330,9 +330,8 @@ def test_greeter_host_is_locked_down_and_drains_before_it_is_killed(name):
     (container,) = pod["containers"]
     args = container["args"]
     flag = lambda name: args[args.index(name) + 1]
-    drain = int(flag("--drain-timeout"))
-    pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
-    assert pod["terminationGracePeriodSeconds"] > pre_stop + drain
+    drain, delay = int(flag("--drain-timeout")), int(flag("--shutdown-delay"))
+    assert pod["terminationGracePeriodSeconds"] > delay + drain
     assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
     security = container["securityContext"]
     assert security["readOnlyRootFilesystem"] and not security["allowPrivilegeEscalation"]
