@@ -197,3 +197,30 @@ fn get_keys_walks_a_large_keyspace_with_scan() {
         "KEYS must not be used: {stats}"
     );
 }
+
+#[test]
+fn rediss_trusts_the_ca_bundle_of_the_system() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start_tls(dir.path());
+    let ca = redis.ca.clone().unwrap();
+    let probe = |bundle: Option<&std::path::Path>| {
+        let state = tempfile::tempdir_in(dir.path()).unwrap();
+        let mut builder = HostBuilder::new(&faulty_manifest(), state.path())
+            .arg("--runtime-config-file")
+            .arg(redis.runtime_config(dir.path()))
+            .env("REDIS_PASSWORD", PASSWORD)
+            .env("SPIN_VARIABLE_SECRET_TOKEN", "t");
+        builder.command_mut().env_remove("SSL_CERT_FILE");
+        if let Some(bundle) = bundle {
+            builder = builder.env("SSL_CERT_FILE", bundle.to_str().unwrap());
+        }
+        get(&builder.start().url("/kv?label=default")).body
+    };
+    // SSL_CERT_FILE stands for the bundle spin-operator mounts over the system's.
+    assert_eq!(probe(Some(&ca)), "opened");
+    let untrusted = probe(None);
+    assert!(
+        untrusted.contains("invalid peer certificate: UnknownIssuer"),
+        "{untrusted}"
+    );
+}

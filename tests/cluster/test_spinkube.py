@@ -53,6 +53,16 @@ def test_the_spinapp_serves_on_greeter_host_through_its_service(dev, cluster):
     assert (status, json.loads(body)) == (200, greeting)
 
 
+def test_a_greeting_outlives_the_spinapps_pods(dev, cluster):
+    created, body = request(dev.client, "POST", f"{APP_URL}/api/greetings", {"name": "Restarted"})
+    assert created == 201, body
+    greeting = json.loads(body)
+    cluster.kubectl("-n", NAMESPACE, "delete", "pod", "-l", APP_SELECTOR, "--wait=true")
+    cluster.kubectl("-n", NAMESPACE, "rollout", "status", "deployment/greeter", f"--timeout={READY_TIMEOUT}")
+    status, body = request(dev.client, "GET", f"{APP_URL}/api/greetings/{greeting['id']}")
+    assert (status, json.loads(body)) == (200, greeting)
+
+
 def test_the_executor_binds_port_80_unprivileged_and_keeps_no_capability(dev, cluster):
     """spin-operator gives its pods no securityContext: the image's user (65532) binds port
     80 through the binary's permitted-only file capability, then drops it."""

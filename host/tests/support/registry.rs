@@ -1,6 +1,6 @@
 //! A real OCI registry: Debian's `docker-registry` (the CNCF Distribution server) on a free
-//! loopback port, its storage in a temporary directory, with an htpasswd user or TLS from a
-//! test CA (made with the `openssl` command) when asked. Stopped by PID.
+//! loopback port, its storage in a temporary directory, with an htpasswd user or TLS from the
+//! test CA when asked. Stopped by PID.
 
 use sha2::Digest;
 use std::net::TcpListener;
@@ -43,7 +43,7 @@ impl TestRegistry {
         );
         let mut ca = None;
         if options.tls {
-            let (certificate, key, authority) = issue_certificate(dir);
+            let (certificate, key, authority) = super::issue_certificate(dir);
             config += &format!(
                 "  tls:\n    certificate: {}\n    key: {}\n",
                 certificate.display(),
@@ -180,82 +180,4 @@ fn agent() -> ureq::Agent {
         .http_status_as_error(false)
         .build()
         .into()
-}
-
-/// A test CA and a certificate it issued for 127.0.0.1: (certificate, key, CA certificate).
-fn issue_certificate(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let openssl = |args: &[&str]| {
-        let output = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl is needed (make test installs it through .ci/setup)");
-        assert!(
-            output.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    openssl(
-        &[
-            &["req", "-x509"],
-            &ec[..],
-            &[
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "1",
-                "-subj",
-                "/CN=greeter-test-ca",
-            ],
-        ]
-        .concat(),
-    );
-    openssl(
-        &[
-            &["req"],
-            &ec[..],
-            &[
-                "-keyout",
-                "tls.key",
-                "-out",
-                "tls.csr",
-                "-subj",
-                "/CN=127.0.0.1",
-            ],
-        ]
-        .concat(),
-    );
-    std::fs::write(
-        dir.join("tls.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "tls.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "tls.pem",
-        "-days",
-        "1",
-        "-extfile",
-        "tls.ext",
-    ]);
-    (dir.join("tls.pem"), dir.join("tls.key"), dir.join("ca.pem"))
 }
