@@ -308,13 +308,19 @@ impl LockedComponent {
 }
 
 impl LockedSource {
-    /// The local file of a source that is a `file://` URL.
+    /// The local file of a Wasm source.
     fn local_path(&self) -> Result<PathBuf> {
         if self.content_type != WASM_CONTENT_TYPE {
             bail!("unsupported source content type {:?}", self.content_type);
         }
+        self.content.local_file()
+    }
+}
+
+impl ContentRef {
+    /// The file a `file://` source names.
+    pub fn local_file(&self) -> Result<PathBuf> {
         let url = self
-            .content
             .source
             .as_deref()
             .context("the source has no local file")?;

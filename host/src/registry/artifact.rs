@@ -130,7 +130,10 @@ impl Artifact {
         pushed.metadata.remove("origin");
         let mut layers: Vec<Blob> = Vec::new();
         for component in &mut pushed.components {
-            let path = component_file(&component.source.content)
+            let path = component
+                .source
+                .content
+                .local_file()
                 .with_context(|| format!("component {:?}", component.id))?;
             let wasm =
                 std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -198,16 +201,6 @@ fn blob(media_type: &str, bytes: Vec<u8>) -> Blob {
 
 fn same_layer(a: &OciDescriptor, b: &OciDescriptor) -> bool {
     a.digest == b.digest && a.media_type == b.media_type
-}
-
-fn component_file(content: &ContentRef) -> Result<std::path::PathBuf> {
-    content
-        .source
-        .as_deref()
-        .and_then(|url| url::Url::parse(url).ok())
-        .filter(|url| url.scheme() == "file")
-        .and_then(|url| url.to_file_path().ok())
-        .context("the source is not a local file")
 }
 
 /// Spin pushes components unchanged and converts core modules first (with its own

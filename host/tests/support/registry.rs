@@ -6,7 +6,6 @@ use sha2::Digest;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 pub const USER: &str = "pusher";
 pub const PASSWORD: &str = "registry-secret";
@@ -83,14 +82,9 @@ impl TestRegistry {
             .spawn()
             .expect("docker-registry is needed (make test installs it through .ci/setup)");
         self.child = Some(child);
-        let started = Instant::now();
-        while std::net::TcpStream::connect(&self.address).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "docker-registry did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        super::eventually("docker-registry taking connections", || {
+            std::net::TcpStream::connect(&self.address).is_ok()
+        });
     }
 
     pub fn stop(&mut self) {
