@@ -27,6 +27,7 @@ test:
 	cargo build $(WASM) $(COMPONENTS)
 	$(MAKE) lint
 	cargo test --workspace
+	GREETER_TEST_APP_FROM=registry cargo test -p greeter-host --test app
 	bench/run --smoke
 	$(MAKE) python-tests
 

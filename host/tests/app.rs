@@ -1,5 +1,6 @@
 //! The Greeter app end to end: the real component under the real host, every route over
-//! HTTP, greetings persisting across a restart and a `kill -9`.
+//! HTTP, greetings persisting across a restart and a `kill -9`; run from its spin.toml, and
+//! again (make test) from a registry (`GREETER_TEST_APP_FROM=registry`).
 
 mod support;
 
@@ -7,7 +8,7 @@ use serde_json::json;
 use support::*;
 
 fn start(state: &std::path::Path) -> Host {
-    HostBuilder::new(&app_manifest(), state).start()
+    app_host(state).start()
 }
 
 fn error_code(reply: &Reply) -> String {

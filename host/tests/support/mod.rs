@@ -56,11 +56,54 @@ pub struct Host {
     pub metrics: Option<String>,
     pub stderr_log: PathBuf,
     _stderr_dir: tempfile::TempDir,
+    /// The registry the app was pulled from, stopped with the host.
+    _registry: Option<registry::TestRegistry>,
 }
 
 pub struct HostBuilder {
     command: Command,
     metrics: bool,
+    registry: Option<registry::TestRegistry>,
+}
+
+/// `registry`: the app's tests run against the app pulled from a registry (make test runs
+/// them both ways).
+pub const APP_FROM_VARIABLE: &str = "GREETER_TEST_APP_FROM";
+
+/// The Greeter app's host: from its spin.toml, or, with `GREETER_TEST_APP_FROM=registry`,
+/// pushed by greeter-host to a test registry (in `state`) and run from its reference.
+pub fn app_host(state: &Path) -> HostBuilder {
+    if std::env::var(APP_FROM_VARIABLE).as_deref() != Ok("registry") {
+        return HostBuilder::new(&app_manifest(), state);
+    }
+    let registry = registry::TestRegistry::start(&state.join("registry"), Default::default());
+    let reference = registry.reference("greeter/app:test");
+    let home = state.join("home");
+    let pushed = Command::new(env!("CARGO_BIN_EXE_greeter-host"))
+        .args(["registry", "push", "-k", "-f"])
+        .arg(app_manifest())
+        .arg(&reference)
+        .env("HOME", &home)
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("DOCKER_CONFIG", home.join("docker"))
+        .output()
+        .unwrap();
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    let cache = home.join("cache");
+    let args = [
+        "-k".as_ref(),
+        "-f".as_ref(),
+        reference.as_ref(),
+        "--cache-dir".as_ref(),
+        cache.as_os_str(),
+    ];
+    let mut builder = HostBuilder::up(args, state);
+    builder.registry = Some(registry);
+    builder
 }
 
 impl HostBuilder {
@@ -92,6 +135,7 @@ impl HostBuilder {
         HostBuilder {
             command,
             metrics: false,
+            registry: None,
         }
     }
 
@@ -157,6 +201,7 @@ impl HostBuilder {
             metrics,
             stderr_log,
             _stderr_dir: stderr_dir,
+            _registry: self.registry,
         }
     }
 }
