@@ -467,3 +467,47 @@ fn started_as_spin_operator_starts_an_executor_image_it_serves() {
     assert!(!status.success());
     assert!(stderr.contains("cannot pull Spin application"), "{stderr}");
 }
+
+#[test]
+fn components_reach_https_endpoints_through_the_ca_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        tls: true,
+        ..Options::default()
+    };
+    let registry = TestRegistry::start(&dir.path().join("registry"), options);
+    let port = registry.address.rsplit(':').next().unwrap();
+    // The faulty fixture, allowed to call the registry (any HTTPS endpoint would do).
+    let manifest = dir.path().join("spin.toml");
+    let fixture = std::fs::read_to_string(faulty_manifest()).unwrap();
+    let wasm = workspace().join("target/wasm32-wasip2/release/faulty.wasm");
+    std::fs::write(
+        &manifest,
+        fixture
+            .replace(
+                "http://127.0.0.1:{{ upstream_port }}",
+                "https://127.0.0.1:{{ upstream_port }}",
+            )
+            .replace(
+                "../../../target/wasm32-wasip2/release/faulty.wasm",
+                wasm.to_str().unwrap(),
+            ),
+    )
+    .unwrap();
+    let call = |bundle: Option<&Path>| {
+        let state = tempfile::tempdir_in(dir.path()).unwrap();
+        let mut host = HostBuilder::new(&manifest, state.path())
+            .env("SPIN_VARIABLE_SECRET_TOKEN", "t")
+            .env("SPIN_VARIABLE_UPSTREAM_PORT", port);
+        host.command_mut().env_remove("SSL_CERT_FILE");
+        if let Some(bundle) = bundle {
+            host = host.env("SSL_CERT_FILE", bundle.to_str().unwrap());
+        }
+        let url = format!("https://127.0.0.1:{port}/v2/");
+        get(&host.start().url(&format!("/outbound?url={url}"))).body
+    };
+    // SSL_CERT_FILE stands for the bundle spin-operator mounts over the system's.
+    assert_eq!(call(registry.ca.as_deref()), "status 200");
+    let untrusted = call(None);
+    assert!(untrusted.starts_with("error:"), "{untrusted}");
+}

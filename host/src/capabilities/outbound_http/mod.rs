@@ -7,10 +7,11 @@
 //! `*.domain` (subdomains only), a name, an IP address (`[…]` for IPv6) or a CIDR block; the
 //! port may be a number, a range `start..end` (end excluded), or `*`. Without a port an entry
 //! allows the scheme's well-known port. Spin's `self` (requests to the app itself) is not
-//! implemented and is refused by name.
+//! implemented and is refused by name. Allowed requests are sent by [`send`].
+
+mod send;
 
 use anyhow::{Context, Result, bail, ensure};
-use http_body_util::BodyExt;
 use ipnet::IpNet;
 use std::net::IpAddr;
 use std::ops::Range;
@@ -276,13 +277,9 @@ impl WasiHttpHooks for OutboundHttpState {
             return Box::new(async { Err(Error::HttpRequestDenied) });
         }
         Box::new(async move {
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options)
+            send::send(request, options)
                 .await
-                .map_err(as_spin_reports_it)?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
-            ))
+                .map_err(as_spin_reports_it)
         })
     }
 }
