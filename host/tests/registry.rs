@@ -311,6 +311,18 @@ fn a_registry_that_asks_for_credentials_gets_the_logged_in_ones() {
         .arg(state.path())
         .start();
     assert_eq!(get(&host.url("/")).body, "hello world!");
+
+    // Without Spin's file, Docker's config: its `auths`, keyed by the registry.
+    let docker_home = dir.path().join("docker-home");
+    let docker = json!({ "auths": { &registry.address: { "auth": STANDARD.encode(format!("{USER}:{PASSWORD}")) } } });
+    std::fs::create_dir_all(docker_home.join("docker")).unwrap();
+    std::fs::write(docker_home.join("docker/config.json"), docker.to_string()).unwrap();
+    push(
+        &docker_home,
+        &app_manifest(),
+        &registry.reference("greeter/app:docker"),
+        &["-k"],
+    );
 }
 
 #[test]
