@@ -1,13 +1,15 @@
 """What the cluster runs beside its control plane and node: DNS (CoreDNS) and a default
-StorageClass, as kind has them, and spin-operator, as SpinKube's install puts it. Each add-on
-is built from the module addons/go.mod pins and runs as a workload, its image served by the
-cluster's registry.
+StorageClass, as kind has them, spin-operator, as SpinKube's install puts it, and
+metrics-server, as its release installs it. Each add-on is built from the module addons/
+pins and runs as a workload, its image served by the cluster's registry.
 """
 
 import base64
+import json
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import yaml
@@ -25,10 +27,10 @@ VOLUME_SIZE = "1Gi"
 READY_TIMEOUT = "120s"
 
 
-def module_version(module: str) -> str:
-    """The version addons/go.mod pins for `module`."""
-    pinned = re.search(rf"^\s+{re.escape(module)} (\S+)", (ADDONS / "go.mod").read_text(), re.M)
-    assert pinned, f"addons/go.mod does not require {module}"
+def module_version(module: str, pinned_by: Path = ADDONS) -> str:
+    """The version the Go module in directory `pinned_by` pins for `module`."""
+    pinned = re.search(rf"^\s+{re.escape(module)} (\S+)", (pinned_by / "go.mod").read_text(), re.M)
+    assert pinned, f"{pinned_by / 'go.mod'} does not require {module}"
     return pinned.group(1)
 
 
@@ -141,3 +143,65 @@ images:
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([secret, *objects]))
     cluster.kubectl("-n", SPIN_OPERATOR_NAMESPACE, "rollout", "status",
                     "deployment/spin-operator-controller-manager", f"--timeout={READY_TIMEOUT}")  # fmt: skip
+
+
+METRICS_SERVER = "sigs.k8s.io/metrics-server"
+METRICS_SERVER_MODULE = ADDONS / "metrics-server"
+METRICS_SERVER_SERVICE = "metrics-server.kube-system.svc"
+# Where the metrics-server pod finds its serving certificate and the CA of the kubelets'.
+METRICS_SERVER_TLS = "/etc/metrics-server-tls"
+METRICS_TIMEOUT_S = 120.0
+
+
+def install_metrics_server(cluster) -> None:
+    """metrics-server as its release's manifest (manifests/overlays/release of its module)
+    installs it, with its serving certificate signed by the test CA (in the APIService's
+    caBundle, where the release skips verification) and the kubelets' serving certificates
+    verified against that CA (where kind's guides pass --kubelet-insecure-tls). Returns once
+    the metrics API serves the node's figures."""
+    version = module_version(METRICS_SERVER, METRICS_SERVER_MODULE)
+    work = cluster.directory / "metrics-server"
+    shutil.copytree(go_module_directory(METRICS_SERVER, METRICS_SERVER_MODULE) / "manifests",
+                    work / "manifests", dirs_exist_ok=True)  # fmt: skip
+    subprocess.run(["chmod", "-R", "u+w", str(work)], check=True)
+    (work / "kustomization.yaml").write_text("resources: [manifests/overlays/release]\n")
+    objects = [obj for obj in yaml.safe_load_all(cluster.kubectl("kustomize", str(work)).stdout) if obj]
+    cert, key = cluster.pki.issue("metrics-server", f"/CN={METRICS_SERVER_SERVICE}", "serverAuth",
+                                  (METRICS_SERVER_SERVICE,))  # fmt: skip
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "metrics-server-tls", "namespace": "kube-system"},
+        "stringData": {"tls.crt": cert.read_text(), "tls.key": key.read_text(), "ca.crt": cluster.pki.ca.read_text()},
+    }  # fmt: skip
+    for item in objects:
+        if item["kind"] == "APIService":
+            del item["spec"]["insecureSkipTLSVerify"]
+            item["spec"]["caBundle"] = base64.b64encode(cluster.pki.ca.read_bytes()).decode()
+        if item["kind"] == "Deployment":
+            pod = item["spec"]["template"]["spec"]
+            pod["volumes"].append({"name": "tls", "secret": {"secretName": "metrics-server-tls"}})
+            container = pod["containers"][0]
+            container["volumeMounts"].append({"name": "tls", "mountPath": METRICS_SERVER_TLS, "readOnly": True})
+            container["args"] += [f"--tls-cert-file={METRICS_SERVER_TLS}/tls.crt",
+                                  f"--tls-private-key-file={METRICS_SERVER_TLS}/tls.key",
+                                  f"--kubelet-certificate-authority={METRICS_SERVER_TLS}/ca.crt"]  # fmt: skip
+    image = static_image(cluster, f"registry.k8s.io/metrics-server/metrics-server:{version}",
+                         "metrics-server", "/metrics-server")  # fmt: skip
+    objects = with_image(objects, "metrics-server", image)
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([secret, *objects]))
+    cluster.kubectl("-n", "kube-system", "rollout", "status", "deployment/metrics-server", f"--timeout={READY_TIMEOUT}")
+    wait_for_node_metrics(cluster)
+
+
+def wait_for_node_metrics(cluster) -> None:
+    """Waits until the metrics API (through the aggregation layer) has scraped the nodes."""
+    deadline = time.monotonic() + METRICS_TIMEOUT_S
+    while True:
+        result = cluster.kubectl("get", "--raw", "/apis/metrics.k8s.io/v1beta1/nodes", check=False)
+        if result.returncode == 0 and json.loads(result.stdout)["items"]:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the metrics API serves no node metrics after {METRICS_TIMEOUT_S:.0f} s: "
+                                 f"{result.stdout}{result.stderr}")  # fmt: skip
+        time.sleep(2)

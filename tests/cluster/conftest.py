@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kube.manifests import REPO, of_kind, one, pod_specs, render_path
-from cluster.addons import SPIN_OPERATOR_NAMESPACE, install_spin_operator
+from kube.manifests import DEPLOY, REPO, of_kind, one, pod_specs, render_path
+from cluster.addons import (SPIN_OPERATOR_NAMESPACE, install_metrics_server, install_spin_operator,
+                            wait_for_node_metrics)
 from cluster.cluster import Cluster, GivenCluster
 from cluster.workload_images import CLIENT_IMAGE, HOST_BINARY, publish
 
@@ -25,8 +26,9 @@ HOLDER_VARIABLE = "GREETER_CLUSTER_PID"
 # Run first: they check every render before any webhook exists (the spin_operator fixture
 # installs spin-operator's).
 BEFORE_WEBHOOKS = "test_server_dry_run.py"
+# Run last: it turns dev's SpinApp into an autoscaled one.
+AUTOSCALED_LAST = "test_autoscaling.py"
 DEV_OVERLAY = Path(__file__).with_name("dev")
-DEPLOY = REPO / "kube" / "deploy"
 CLIENT_NAMESPACE = "gateway-system"
 NAMESPACE = "greeter"
 # The Secret tests/cluster/dev gives the greeter-host executor as its CA bundle.
@@ -41,7 +43,7 @@ def push_app(cluster, reference: str, home: Path) -> None:
 
 
 def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: item.path.name != BEFORE_WEBHOOKS)
+    items.sort(key=lambda item: (item.path.name != BEFORE_WEBHOOKS, item.path.name == AUTOSCALED_LAST))
 
 
 @pytest.fixture(scope="session")
@@ -70,10 +72,25 @@ def spin_operator(cluster):
     """spin-operator with its webhooks: installed into a cluster the tests start (or one
     tests/cluster/up started); any other cluster must have it already, as e2e.yml installs
     SpinKube on kind."""
-    if isinstance(cluster, Cluster) or cluster.holder:
+    if installs_addons(cluster):
         install_spin_operator(cluster)
     else:
         cluster.kubectl("-n", SPIN_OPERATOR_NAMESPACE, "get", "deployment")
+
+
+@pytest.fixture(scope="session")
+def metrics_server(cluster):
+    """The metrics API the HPA reads: metrics-server installed into a cluster the tests
+    start (or tests/cluster/up started); any other must have it, as e2e.yml installs it."""
+    if installs_addons(cluster):
+        install_metrics_server(cluster)
+    else:
+        wait_for_node_metrics(cluster)
+
+
+def installs_addons(cluster) -> bool:
+    """Whether the tests install add-ons: into clusters of tests/cluster, not given ones."""
+    return isinstance(cluster, Cluster) or cluster.holder is not None
 
 
 @dataclass

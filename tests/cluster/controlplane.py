@@ -38,7 +38,7 @@ PARTS = {
     "gcc": "Debian's gcc package (the pause image is built from tests/cluster/pause.c)",
     "docker-registry": "Debian's docker-registry package",
     "curl": "Debian's curl package",
-    **{command: f"tests/cluster/addons/install {command}" for command in ("coredns", "spin-operator")},
+    **{command: f"tests/cluster/addons/install {command}" for command in ("coredns", "spin-operator", "metrics-server")},
 }
 
 
@@ -193,6 +193,10 @@ class ControlPlane:
         # The API server's calls to kubelets (logs, exec) authenticate with this certificate.
         kubelet_client = pki.issue("apiserver-kubelet-client", "/O=system:masters/CN=kube-apiserver", "clientAuth")
         tokens_public, tokens_private = pki.signing_key("service-accounts")
+        # The aggregation layer (metrics-server's API) vouches for the users it proxies with a
+        # client certificate of a CA of its own, as kubeadm sets it up.
+        front_proxy = Pki(pki.directory / "front-proxy", "greeter-test-front-proxy-ca")
+        proxy_cert, proxy_key = front_proxy.issue("front-proxy-client", "/CN=front-proxy-client", "clientAuth")
         parts.spawn("kube-apiserver", [
             find("kube-apiserver"),
             "--etcd-servers", ETCD_CLIENT_URL,
@@ -210,6 +214,14 @@ class ControlPlane:
             "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
             "--service-account-key-file", str(tokens_public),
             "--service-account-signing-key-file", str(tokens_private),
+            "--requestheader-client-ca-file", str(front_proxy.ca),
+            "--requestheader-allowed-names", "front-proxy-client",
+            "--requestheader-username-headers", "X-Remote-User",
+            "--requestheader-group-headers", "X-Remote-Group",
+            "--requestheader-extra-headers-prefix", "X-Remote-Extra-",
+            "--proxy-client-cert-file", str(proxy_cert), "--proxy-client-key-file", str(proxy_key),
+            # To the aggregated API's endpoints, not through its Service's virtual address.
+            "--enable-aggregator-routing",
         ])  # fmt: skip
         parts.wait_until("kube-apiserver", lambda: self.kubectl("get", "--raw", "/readyz", check=False).returncode == 0)
         controllers = [
@@ -218,6 +230,9 @@ class ControlPlane:
             "--use-service-account-credentials",
             "--cluster-signing-cert-file", str(pki.ca),
             "--cluster-signing-key-file", str(pki.ca_key),
+            # The HPA acts on metrics every 5 s rather than 15 s: the autoscaling test waits less;
+            # the HPA's own windows and policies are kube/'s.
+            "--horizontal-pod-autoscaler-sync-period", "5s",
         ]  # fmt: skip
         for name, user, extra in (("kube-controller-manager", "system:kube-controller-manager", controllers),
                                   ("kube-scheduler", "system:kube-scheduler", [])):  # fmt: skip

@@ -22,7 +22,7 @@ class Pki:
     """Certificates under `directory`: `ca.crt`/`ca.key` (made unless there), and one
     `<name>.crt`/`<name>.key` pair per certificate made."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, ca_name: str = "greeter-test-ca"):
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.ca = directory / "ca.crt"
@@ -31,7 +31,7 @@ class Pki:
             return
         # The CA's only extensions: basicConstraints CA:TRUE and the key identifiers.
         openssl("req", "-x509", *CURVE, "-keyout", str(self.ca_key), "-out", str(self.ca),
-                "-subj", "/CN=greeter-test-ca", "-days", DAYS)  # fmt: skip
+                "-subj", f"/CN={ca_name}", "-days", DAYS)  # fmt: skip
 
     def issue(self, name: str, subject: str, usage: str, hosts: tuple[str, ...] = ()) -> tuple[Path, Path]:
         """A certificate signed by the CA: `usage` is serverAuth or clientAuth; `hosts` become

@@ -103,13 +103,18 @@ def test_the_redis_password_is_on_no_command_line(dev, cluster):
     assert not any(password in arg for arg in args), args
 
 
+# Touched in the client pod, it ends the load early.
+STOP_LOAD = "/tmp/stop-load"
+
+
 def load(client, url: str, seconds: int, clients: int) -> tuple[int, int]:
-    """(answered 200, failed) of `clients` loops each sending requests for `seconds`."""
+    """(answered 200, failed) of `clients` loops each sending requests for `seconds`, or
+    until STOP_LOAD exists."""
     loop = (f"end=$(( $(busybox date +%s) + {seconds} )); ok=0; failed=0; "
-            f"while [ $(busybox date +%s) -lt $end ]; do "
+            f"while [ $(busybox date +%s) -lt $end ] && [ ! -e {STOP_LOAD} ]; do "
             f"if [ \"$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 {url})\" = 200 ]; "
             f"then ok=$((ok + 1)); else failed=$((failed + 1)); fi; done; echo $ok $failed")  # fmt: skip
-    script = " & ".join(f"({loop})" for _ in range(clients)) + " & wait"
+    script = f"busybox rm -f {STOP_LOAD}; " + " & ".join(f"({loop})" for _ in range(clients)) + " & wait"
     counts = [line.split() for line in client("sh", "-c", script).splitlines()]
     assert len(counts) == clients, counts
     return sum(int(ok) for ok, _ in counts), sum(int(failed) for _, failed in counts)

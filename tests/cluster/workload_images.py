@@ -68,7 +68,8 @@ def client() -> tuple[dict, dict, Extras]:
     files = with_libraries({"/bin/curl": installed("curl", "curl")})
     busybox = installed("busybox", "busybox-static")
     files["/bin/sh"] = files["/bin/busybox"] = busybox
-    return files, {"Entrypoint": ["/bin/sh"], "Env": ["PATH=/bin"]}, Extras()
+    # /tmp: where a test's load loops look for their stop file.
+    return files, {"Entrypoint": ["/bin/sh"], "Env": ["PATH=/bin"]}, Extras(directories={"/tmp": 0o1777})
 
 
 # By image name without tag or digest, as the manifests write it.

@@ -31,6 +31,8 @@ KUBE = REPO / "kube"
 # The Go module of the SpinKube release the tests pin (tests/cluster/addons/go.mod): its
 # CRDs validate SpinApps here and are installed into the test cluster, which runs its operator.
 SPIN_OPERATOR = "github.com/spinkube/spin-operator"
+# What kube/README.md has a newcomer run to apply an overlay.
+DEPLOY = KUBE / "deploy"
 ADDONS_MODULE = REPO / "tests" / "cluster" / "addons"
 CACHE = Path(os.environ.get("GREETER_CACHE", Path.home() / ".cache" / "greeter"))
 CRD_MODELS = CACHE / "crd-models" / "node_modules"
@@ -124,10 +126,11 @@ SPINKUBE_CRDS = {
 
 
 @functools.cache
-def go_module_directory(module: str) -> Path:
-    """Where the Go module cache holds `module` at the version tests/cluster/addons/go.mod
-    pins (.ci/setup fetched it, building the add-ons)."""
-    listed = subprocess.run(["go", "list", "-m", "-f", "{{.Dir}}", module], cwd=ADDONS_MODULE,
+def go_module_directory(module: str, pinned_by: Path = ADDONS_MODULE) -> Path:
+    """Where the Go module cache holds `module` at the version the Go module in directory
+    `pinned_by` pins (tests/cluster/addons by default; .ci/setup fetched it, building the
+    add-ons)."""
+    listed = subprocess.run(["go", "list", "-m", "-f", "{{.Dir}}", module], cwd=pinned_by,
                             capture_output=True, text=True, check=False)  # fmt: skip
     directory = Path(listed.stdout.strip())
     assert listed.returncode == 0 and directory.is_dir(), f"{module} is not in the Go module cache: {listed.stderr}"
