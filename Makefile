@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make serve   builds the component and greeter-host, serves the app on http://127.0.0.1:3000
 #   make test    installs what is missing (.ci/setup), then runs every check and test
+# The cluster tests against a cluster of your own (kube/README.md): make e2e
 # The benchmark (not part of the tests; minutes once built, the host's release build first): bench/run
 CACHE ?= $(HOME)/.cache/greeter
 # Last, so the machine's own tools win; .ci/setup builds there what the machine lacks.
@@ -9,7 +10,7 @@ VENV := $(CACHE)/venv
 WASM := --target wasm32-wasip2 --release
 COMPONENTS := -p greeter -p hello -p faulty
 
-.PHONY: serve component host test lint python-tests
+.PHONY: serve component host test lint python-tests e2e
 
 serve: component host
 	./target/host/greeter-host up --from spin.toml --listen 127.0.0.1:3000
@@ -41,3 +42,12 @@ AS_ROOT := $(if $(filter 0,$(shell id -u)),,sudo --preserve-env env "PATH=$(PATH
 
 python-tests:
 	$(AS_ROOT) $(VENV)/bin/python -m pytest -q tests
+
+# tests/cluster against the cluster GREETER_KUBECONFIG names (e2e.yml: kind), described by
+# the variables of tests/cluster/cluster.py; the images it publishes hold these builds.
+e2e:
+	@test -n "$$GREETER_KUBECONFIG" || { echo "make e2e: set GREETER_KUBECONFIG (kube/README.md)" >&2; exit 1; }
+	./.ci/setup e2e
+	cargo build $(WASM) -p greeter
+	cargo build -p greeter-host
+	$(VENV)/bin/python -m pytest -q tests/cluster

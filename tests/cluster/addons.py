@@ -53,6 +53,16 @@ def with_image(objects: list[dict], container: str, image: str) -> list[dict]:
     return objects
 
 
+def render_from_module(cluster, module: Path, manifests: str, kustomization: str) -> list[dict]:
+    """The objects `kustomization` renders from directory `manifests` of a Go module's tree
+    (copied into the cluster's directory: the module cache is read-only)."""
+    work = cluster.directory / module.name
+    shutil.copytree(module / manifests, work / manifests, dirs_exist_ok=True)
+    subprocess.run(["chmod", "-R", "u+w", str(work)], check=True)
+    (work / "kustomization.yaml").write_text(kustomization)
+    return [obj for obj in yaml.safe_load_all(cluster.kubectl("kustomize", str(work)).stdout) if obj]
+
+
 def install_dns(cluster) -> None:
     name = f"registry.k8s.io/coredns/coredns:{module_version('github.com/coredns/coredns')}"
     image = static_image(cluster, name, "coredns", "/coredns")
@@ -106,10 +116,7 @@ def install_spin_operator(cluster) -> None:
     module), with its webhooks, but with the serving certificate the test CA signs where
     cert-manager would make one. Its CRDs are installed with the others (crds.py)."""
     version = module_version(SPIN_OPERATOR)
-    work = cluster.directory / "spin-operator"
-    shutil.copytree(go_module_directory(SPIN_OPERATOR) / "config", work / "config", dirs_exist_ok=True)
-    subprocess.run(["chmod", "-R", "u+w", str(work)], check=True)
-    (work / "kustomization.yaml").write_text(f"""\
+    objects = render_from_module(cluster, go_module_directory(SPIN_OPERATOR), "config", f"""\
 namespace: {SPIN_OPERATOR_NAMESPACE}
 namePrefix: spin-operator-
 resources: [config/rbac, config/manager, config/webhook, config/default/metrics_service.yaml]
@@ -121,7 +128,6 @@ images:
   - name: ghcr.io/spinframework/spin-operator
     newTag: {version}
 """)
-    objects = [obj for obj in yaml.safe_load_all(cluster.kubectl("kustomize", str(work)).stdout) if obj]
     cert, key = cluster.pki.issue("spin-operator-webhook", f"/CN={WEBHOOK_SERVICE}", "serverAuth",
                                   (WEBHOOK_SERVICE, f"{WEBHOOK_SERVICE}.cluster.local"))  # fmt: skip
     ca_bundle = base64.b64encode(cluster.pki.ca.read_bytes()).decode()
@@ -157,15 +163,11 @@ def install_metrics_server(cluster) -> None:
     """metrics-server as its release's manifest (manifests/overlays/release of its module)
     installs it, with its serving certificate signed by the test CA (in the APIService's
     caBundle, where the release skips verification) and the kubelets' serving certificates
-    verified against that CA (where kind's guides pass --kubelet-insecure-tls). Returns once
-    the metrics API serves the node's figures."""
+    verified against that CA (where kind's guides pass --kubelet-insecure-tls). Returns at
+    once: the HPA's test waits for the metrics (wait_for_node_metrics)."""
     version = module_version(METRICS_SERVER, METRICS_SERVER_MODULE)
-    work = cluster.directory / "metrics-server"
-    shutil.copytree(go_module_directory(METRICS_SERVER, METRICS_SERVER_MODULE) / "manifests",
-                    work / "manifests", dirs_exist_ok=True)  # fmt: skip
-    subprocess.run(["chmod", "-R", "u+w", str(work)], check=True)
-    (work / "kustomization.yaml").write_text("resources: [manifests/overlays/release]\n")
-    objects = [obj for obj in yaml.safe_load_all(cluster.kubectl("kustomize", str(work)).stdout) if obj]
+    module = go_module_directory(METRICS_SERVER, METRICS_SERVER_MODULE)
+    objects = render_from_module(cluster, module, "manifests", "resources: [manifests/overlays/release]\n")
     cert, key = cluster.pki.issue("metrics-server", f"/CN={METRICS_SERVER_SERVICE}", "serverAuth",
                                   (METRICS_SERVER_SERVICE,))  # fmt: skip
     secret = {
@@ -190,8 +192,6 @@ def install_metrics_server(cluster) -> None:
                          "metrics-server", "/metrics-server")  # fmt: skip
     objects = with_image(objects, "metrics-server", image)
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([secret, *objects]))
-    cluster.kubectl("-n", "kube-system", "rollout", "status", "deployment/metrics-server", f"--timeout={READY_TIMEOUT}")
-    wait_for_node_metrics(cluster)
 
 
 def wait_for_node_metrics(cluster) -> None:

@@ -1,9 +1,12 @@
 """The cluster the cluster tests run against, once per test session.
 
-With GREETER_KUBECONFIG set, the tests use that cluster (kind on GitHub; for one started by
-hand with tests/cluster/up, GREETER_CLUSTER_PID names the process holding its namespaces,
-where kubectl must run to reach it); otherwise they start their own and stop it at the end.
-A part that is missing fails the tests, naming it: they never skip.
+With GREETER_KUBECONFIG set, the tests use that cluster: for one started by hand with
+tests/cluster/up, GREETER_CLUSTER_PID names the process holding its namespaces, where kubectl
+must run to reach it; any other (kind on GitHub, .github/workflows/e2e.yml) is described by
+the variables of cluster.py (its registry, that registry's CA, how to reach its node), and
+has spin-operator, metrics-server and every CRD kube/ uses installed. Otherwise the tests
+start their own cluster and stop it at the end. A part that is missing fails the tests,
+naming it: they never skip.
 """
 
 import os
@@ -16,9 +19,9 @@ import pytest
 import yaml
 
 from kube.manifests import DEPLOY, REPO, of_kind, one, pod_specs, render_path
-from cluster.addons import (SPIN_OPERATOR_NAMESPACE, install_metrics_server, install_spin_operator,
-                            wait_for_node_metrics)
+from cluster.addons import SPIN_OPERATOR_NAMESPACE, install_spin_operator, wait_for_node_metrics
 from cluster.cluster import Cluster, GivenCluster
+from cluster.registry import served_from
 from cluster.workload_images import CLIENT_IMAGE, HOST_BINARY, publish
 
 KUBECONFIG_VARIABLE = "GREETER_KUBECONFIG"
@@ -38,7 +41,7 @@ TEST_CA_SECRET = "greeter-test-ca"
 def push_app(cluster, reference: str, home: Path) -> None:
     """`greeter-host registry push` of this checkout's app, from inside the cluster's network
     (where the registry is), trusting the test CA."""
-    env = {"HOME": str(home), "SSL_CERT_FILE": str(cluster.pki.ca)}
+    env = {"HOME": str(home), "SSL_CERT_FILE": str(cluster.registry_ca)}
     cluster.client.script(str(HOST_BINARY), "registry", "push", "-f", str(REPO / "spin.toml"), reference, env=env)
 
 
@@ -52,7 +55,7 @@ def cluster():
     given = os.environ.get(KUBECONFIG_VARIABLE)
     if given:
         holder = os.environ.get(HOLDER_VARIABLE)
-        yield GivenCluster(Path(given), int(holder) if holder else None)
+        yield GivenCluster(Path(given), int(holder) if holder else None, os.environ)
         return
     with tempfile.TemporaryDirectory(prefix="greeter-cluster-") as directory:
         started = Cluster(Path(directory)).start()
@@ -72,7 +75,7 @@ def spin_operator(cluster):
     """spin-operator with its webhooks: installed into a cluster the tests start (or one
     tests/cluster/up started); any other cluster must have it already, as e2e.yml installs
     SpinKube on kind."""
-    if installs_addons(cluster):
+    if isinstance(cluster, Cluster) or cluster.holder:
         install_spin_operator(cluster)
     else:
         cluster.kubectl("-n", SPIN_OPERATOR_NAMESPACE, "get", "deployment")
@@ -80,17 +83,9 @@ def spin_operator(cluster):
 
 @pytest.fixture(scope="session")
 def metrics_server(cluster):
-    """The metrics API the HPA reads: metrics-server installed into a cluster the tests
-    start (or tests/cluster/up started); any other must have it, as e2e.yml installs it."""
-    if installs_addons(cluster):
-        install_metrics_server(cluster)
-    else:
-        wait_for_node_metrics(cluster)
-
-
-def installs_addons(cluster) -> bool:
-    """Whether the tests install add-ons: into clusters of tests/cluster, not given ones."""
-    return isinstance(cluster, Cluster) or cluster.holder is not None
+    """The metrics API the HPA reads, serving the node's figures: metrics-server comes with
+    the clusters of tests/cluster; any other must have it, as .ci/e2e-kind installs it."""
+    wait_for_node_metrics(cluster)
 
 
 @dataclass
@@ -107,7 +102,8 @@ def dev(cluster, spin_operator, tmp_path_factory):
     """kube/overlays/dev (through tests/cluster/dev) deployed as kube/README.md says, with
     kube/deploy, its images built and published first, and the app pushed by greeter-host to
     the cluster's registry, from where the SpinApp's executor pulls it."""
-    objects = render_path(DEV_OVERLAY)
+    overlay = served_from(DEV_OVERLAY, cluster.registry, tmp_path_factory.mktemp("dev"))
+    objects = render_path(overlay)
     images = tmp_path_factory.mktemp("images")
     references = {container["image"] for _, spec in pod_specs(objects) for container in spec["containers"]}
     executor_images = {executor["spec"]["deploymentConfig"]["spinImage"] for executor in of_kind(objects, "SpinAppExecutor")}
@@ -117,9 +113,9 @@ def dev(cluster, spin_operator, tmp_path_factory):
         push_app(cluster, app["spec"]["image"], tmp_path_factory.mktemp("home"))
     # The executor's CA Secret, in the namespace as kube/deploy will apply it.
     ca = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": TEST_CA_SECRET, "namespace": NAMESPACE},
-          "stringData": {"ca-certificates.crt": cluster.pki.ca.read_text()}}  # fmt: skip
+          "stringData": {"ca-certificates.crt": cluster.registry_ca.read_text()}}  # fmt: skip
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([one(objects, "Namespace", NAMESPACE), ca]))
-    cluster.client.script(str(DEPLOY), str(DEV_OVERLAY))
+    cluster.client.script(str(DEPLOY), str(overlay))
     client_pod = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -136,5 +132,5 @@ def dev(cluster, spin_operator, tmp_path_factory):
     def client(*argv):
         return cluster.kubectl("-n", CLIENT_NAMESPACE, "exec", "client", "--", *argv).stdout
 
-    yield Deployed(DEV_OVERLAY, client)
+    yield Deployed(overlay, client)
     cluster.kubectl("delete", "namespace", "greeter", CLIENT_NAMESPACE, "--wait=false")

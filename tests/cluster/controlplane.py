@@ -37,6 +37,7 @@ PARTS = {
     "ctr": "Debian's containerd package",
     "gcc": "Debian's gcc package (the pause image is built from tests/cluster/pause.c)",
     "docker-registry": "Debian's docker-registry package",
+    "skopeo": "Debian's skopeo package",
     "curl": "Debian's curl package",
     **{command: f"tests/cluster/addons/install {command}" for command in ("coredns", "spin-operator", "metrics-server")},
 }

@@ -4,21 +4,24 @@ manifests keep their real names (`ghcr.io/...`, `docker.io/...`) and no pull lea
 machine. Pods reach it at the same address, trusting the test CA.
 """
 
+import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
+
+import yaml
 
 from cluster.controlplane import Parts, find
 from cluster.namespaces import NODE_IP
-from cluster.node import run_ctr
 from cluster.pki import Pki
+from kube.manifests import of_kind, render_path
 
 REGISTRY_PORT = 5000
 REGISTRY = f"{NODE_IP}:{REGISTRY_PORT}"
 # Every registry the manifests under test name; each is served by the one above, never
 # reached itself.
 MIRRORED = ("docker.io", "ghcr.io", "registry.k8s.io")
-# containerd's namespace where archives wait to be pushed; the kubelet's is `k8s.io`.
-STAGING_NAMESPACE = "greeter-test-staging"
 
 
 def repository(name: str) -> str:
@@ -74,13 +77,31 @@ http:
         return hosts
 
 
-def push(ctr: list[str], ca: Path, archive: Path, name: str) -> str:
-    """Pushes image `name` of an OCI archive to the registry (trusting `ca`) through a
-    node's containerd (`ctr`: the command and its address); returns the registry's
-    reference to it."""
-    staged = [*ctr, "--namespace", STAGING_NAMESPACE, "images"]
-    remote = f"{REGISTRY}/{repository(name)}"
-    run_ctr([*staged, "import", str(archive)])
-    run_ctr([*staged, "push", "--tlscacert", str(ca), remote, name])
-    run_ctr([*staged, "rm", name])
+def push(enter: tuple[str, ...], registry: str, ca: Path, archive: Path, name: str) -> str:
+    """Pushes the image of an OCI archive to `registry` (over TLS, trusting `ca`) as the
+    mirror serves `name`, running skopeo where the registry is reachable (`enter`); returns
+    the registry's reference to it."""
+    remote = f"{registry}/{repository(name)}"
+    with tempfile.TemporaryDirectory() as certs:
+        shutil.copy(ca, Path(certs) / "ca.crt")  # skopeo trusts the *.crt of a directory
+        copy = [*enter, find("skopeo"), "copy", "--quiet", "--dest-cert-dir", certs,
+                f"oci-archive:{archive}", f"docker://{remote}"]  # fmt: skip
+        result = subprocess.run(copy, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"pushing {name} to {registry} failed:\n{result.stderr}")
     return remote
+
+
+def served_from(overlay: Path, registry: str, directory: Path) -> Path:
+    """`overlay`, whose SpinApps name images in our registry by its address (REGISTRY), with
+    those images in `registry` instead: itself when they are the same, else an overlay of it
+    written into `directory`."""
+    if registry == REGISTRY:
+        return overlay
+    names = sorted({app["spec"]["image"].rsplit(":", 1)[0] for app in of_kind(render_path(overlay), "SpinApp")
+                    if app["spec"]["image"].startswith(f"{REGISTRY}/")})  # fmt: skip
+    images = [{"name": name, "newName": registry + name.removeprefix(REGISTRY)} for name in names]
+    directory.mkdir(parents=True, exist_ok=True)
+    kustomization = {"resources": [os.path.relpath(overlay, directory)], "images": images}
+    (directory / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    return directory

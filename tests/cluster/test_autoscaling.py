@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+from cluster.registry import served_from
 from cluster.test_spinkube import APP_URL, NAMESPACE
 from cluster.test_workloads import STOP_LOAD, load
 from kube.manifests import DEPLOY
@@ -36,8 +37,8 @@ def wait_for(cluster, what: str, done) -> None:
         time.sleep(2)
 
 
-def test_the_hpa_scales_the_spinapp_out_under_load_and_back_in(dev, cluster, metrics_server):
-    cluster.client.script(str(DEPLOY), str(AUTOSCALED))
+def test_the_hpa_scales_the_spinapp_out_under_load_and_back_in(dev, cluster, metrics_server, tmp_path):
+    cluster.client.script(str(DEPLOY), str(served_from(AUTOSCALED, cluster.registry, tmp_path / "autoscaled")))
     hpa = json.loads(cluster.kubectl("-n", NAMESPACE, "get", "hpa", "greeter", "-o", "json").stdout)["spec"]
     minimum, maximum = hpa["minReplicas"], hpa["maxReplicas"]
     wait_for(cluster, f"the HPA keeps its minimum of {minimum}", lambda count: count == minimum)
