@@ -133,3 +133,19 @@ fn the_second_start_uses_the_compile_cache() {
         "the cache entry was reused, not rewritten"
     );
 }
+
+#[test]
+fn a_manifest_named_from_its_own_directory_starts_with_its_state_beside_it() {
+    // What `make serve` runs: `up --from spin.toml` in the app's directory.
+    let dir = tempfile::tempdir().unwrap();
+    write_manifest(dir.path(), &fixture_manifest_text());
+    let args = ["up", "--from", "spin.toml", "--listen", "127.0.0.1:0"];
+    let mut builder =
+        HostBuilder::exactly(args.map(std::ffi::OsStr::new)).env("SPIN_VARIABLE_SECRET_TOKEN", "t");
+    builder.command_mut().current_dir(dir.path());
+    let host = builder.start();
+    assert_eq!(get(&host.url("/ok")).status, 200);
+    drop(host);
+    let cached = std::fs::read_dir(dir.path().join(".greeter/cache")).map_or(0, |d| d.count());
+    assert_eq!(cached, 1, "the default state directory is the manifest's");
+}

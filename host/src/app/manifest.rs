@@ -17,7 +17,7 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 impl App {
     pub fn load(path: &Path) -> Result<App> {
@@ -31,8 +31,18 @@ impl App {
 pub fn lock(path: &Path) -> Result<LockedApp> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the manifest {}", path.display()))?;
-    let dir = std::path::absolute(path.parent().unwrap_or(Path::new("")))?;
-    parse(&text, &dir).with_context(|| format!("invalid manifest {}", path.display()))
+    parse(&text, &directory_of(path)?)
+        .with_context(|| format!("invalid manifest {}", path.display()))
+}
+
+/// The directory the manifest at `path` lives in, absolute: where its relative paths start.
+/// Made absolute before taking the parent, since a bare file name's parent is the empty path.
+pub fn directory_of(path: &Path) -> Result<PathBuf> {
+    let absolute = std::path::absolute(path)
+        .with_context(|| format!("cannot resolve the path {}", path.display()))?;
+    Ok(absolute
+        .parent()
+        .map_or_else(|| absolute.clone(), Path::to_path_buf))
 }
 
 pub fn parse(text: &str, dir: &Path) -> Result<LockedApp> {
@@ -376,6 +386,20 @@ fn check_component_id(id: &str) -> Result<()> {
 mod tests {
     use super::*;
     use crate::app::HttpTrigger;
+
+    #[test]
+    fn a_manifests_directory_is_absolute_even_for_a_bare_file_name() {
+        let here = std::env::current_dir().unwrap();
+        assert_eq!(directory_of(Path::new("spin.toml")).unwrap(), here);
+        assert_eq!(
+            directory_of(Path::new("app/spin.toml")).unwrap(),
+            here.join("app")
+        );
+        assert_eq!(
+            directory_of(Path::new("/srv/app/spin.toml")).unwrap(),
+            Path::new("/srv/app")
+        );
+    }
 
     const MINIMAL: &str = r#"
         spin_manifest_version = 2

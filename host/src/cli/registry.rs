@@ -101,7 +101,7 @@ async fn push(args: PushArgs) -> Result<()> {
 /// Each component's `[component.<id>.build]` command, in its working directory.
 fn build(path: &Path) -> Result<()> {
     let app = crate::app::App::load(path)?;
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = crate::app::manifest::directory_of(path)?;
     for (id, component) in &app.components {
         let Some(command) = &component.build_command else {
             continue;
@@ -109,7 +109,7 @@ fn build(path: &Path) -> Result<()> {
         println!("Building component {id} with `{command}`");
         let status = std::process::Command::new("sh")
             .args(["-c", command])
-            .current_dir(dir)
+            .current_dir(&dir)
             .status()
             .with_context(|| format!("cannot run the build of component {id}"))?;
         if !status.success() {

@@ -4,6 +4,7 @@
 
 use crate::app::App;
 use crate::app::locked::LockedApp;
+use crate::app::manifest::directory_of;
 use crate::registry::{Registry, RegistryOptions, parse_reference};
 use anyhow::{Result, bail};
 use std::path::{Path, PathBuf};
@@ -61,8 +62,7 @@ impl AppSource {
     pub async fn load(&self, registry: &RegistryOptions) -> Result<LoadedApp> {
         match self {
             AppSource::Manifest(path) => {
-                let dir = std::path::absolute(path.parent().unwrap_or(Path::new("")))?;
-                let state = dir.join(LOCAL_STATE_DIR);
+                let state = directory_of(path)?.join(LOCAL_STATE_DIR);
                 Ok(LoadedApp {
                     app: App::load(path)?,
                     compile_cache: state.join("cache"),
