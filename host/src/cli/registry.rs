@@ -101,7 +101,7 @@ async fn push(args: PushArgs) -> Result<()> {
 /// Each component's `[component.<id>.build]` command, in its working directory.
 fn build(path: &Path) -> Result<()> {
     let app = crate::app::App::load(path)?;
-    let dir = crate::app::manifest::directory_of(path)?;
+    let dir = manifest::directory_of(path)?;
     for (id, component) in &app.components {
         let Some(command) = &component.build_command else {
             continue;
