@@ -26,8 +26,8 @@ from cluster.workload_images import CLIENT_IMAGE, HOST_BINARY, publish
 
 KUBECONFIG_VARIABLE = "GREETER_KUBECONFIG"
 HOLDER_VARIABLE = "GREETER_CLUSTER_PID"
-# Run first: they check every render before any webhook exists (the spin_operator fixture
-# installs spin-operator's).
+# Run first: on the tests' own cluster they check every render before any webhook exists
+# (the spin_operator fixture installs spin-operator's).
 BEFORE_WEBHOOKS = "test_server_dry_run.py"
 # Run last: it turns dev's SpinApp into an autoscaled one.
 AUTOSCALED_LAST = "test_autoscaling.py"
@@ -39,8 +39,8 @@ TEST_CA_SECRET = "greeter-test-ca"
 
 
 def push_app(cluster, reference: str, home: Path) -> None:
-    """`greeter-host registry push` of this checkout's app, from inside the cluster's network
-    (where the registry is), trusting the test CA."""
+    """`greeter-host registry push` of this checkout's app, from where the cluster's registry
+    is reachable, trusting that registry's CA."""
     env = {"HOME": str(home), "SSL_CERT_FILE": str(cluster.registry_ca)}
     cluster.client.script(str(HOST_BINARY), "registry", "push", "-f", str(REPO / "spin.toml"), reference, env=env)
 
