@@ -114,6 +114,7 @@ def dev(cluster, spin_operator, tmp_path_factory):
     # The executor's CA Secret, in the namespace as kube/deploy will apply it.
     ca = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": TEST_CA_SECRET, "namespace": NAMESPACE},
           "stringData": {"ca-certificates.crt": cluster.registry_ca.read_text()}}  # fmt: skip
+    cluster.client.settle([NAMESPACE, CLIENT_NAMESPACE])
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([one(objects, "Namespace", NAMESPACE), ca]))
     cluster.client.script(str(DEPLOY), str(overlay))
     client_pod = {

@@ -71,6 +71,14 @@ class Kubectl:
             raise AssertionError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
         return result
 
+    def settle(self, namespaces) -> None:
+        """Waits until each of `namespaces` that an earlier run is still deleting is gone, so
+        that it can be made again."""
+        for name in namespaces:
+            phase = self.run("get", "namespace", name, "-o", "jsonpath={.status.phase}", check=False).stdout
+            if phase == "Terminating":
+                self.run("wait", "--for=delete", f"namespace/{name}", "--timeout=180s")
+
     def script(self, *argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         """Runs a command whose kubectl (found first on its PATH) talks to this cluster,
         with `env` added to its environment; a failure raises with what it printed."""

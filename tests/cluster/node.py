@@ -201,6 +201,11 @@ state = "{directory}/state"
             "failSwapOn": False,
             "podLogsDir": "/var/log/pods",
             "serializeImagePulls": False,
+            # As kind's nodes: no evictions or image collection for a disk the machine shares
+            # with everything else (at 15% free, the default, pods stay Pending for
+            # "disk-pressure").
+            "evictionHard": {"nodefs.available": "0%", "nodefs.inodesFree": "0%", "imagefs.available": "0%"},
+            "imageGCHighThresholdPercent": 100,
         }))  # fmt: skip
         self.parts.spawn("kubelet", [
             find("kubelet"), "--config", str(config),
