@@ -377,7 +377,7 @@ mod tests {
 
     use super::test_state as state;
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread")]
     async fn labels_are_checked_grant_first_then_configuration() {
         let dir = tempfile::tempdir().unwrap();
         let mut kv = state(&["default", "unconfigured"], dir.path());
@@ -398,7 +398,7 @@ mod tests {
         assert_eq!(value.as_deref(), Some(&b"v"[..]));
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread")]
     async fn the_handle_table_is_bounded_and_reuses_freed_slots() {
         let dir = tempfile::tempdir().unwrap();
         let mut kv = state(&["default"], dir.path());
@@ -421,7 +421,7 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread")]
     async fn results_over_the_limit_are_refused_with_spins_wording() {
         let dir = tempfile::tempdir().unwrap();
         let mut kv = state(&["default"], dir.path());

@@ -4,14 +4,15 @@
 //! Writes go to one writer thread that commits whatever has queued up in a single
 //! transaction (group commit): each write is acknowledged only after its commit is synced
 //! (`synchronous = FULL`), yet concurrent writers share one fsync. Reads use a small pool of
-//! connections on tokio's blocking threads, so a slow disk or a locked file never stalls the
-//! async workers; in WAL mode they never wait for the writer.
+//! connections and run on the calling thread, which first hands its other async work to
+//! another worker, so a slow disk or a locked file never stalls other requests; in WAL mode
+//! they never wait for the writer.
 
 use super::{Error, backend_error, count_key, count_pair};
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use std::path::Path;
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Mutex, mpsc};
 use tokio::sync::oneshot;
 
 /// The most writes one transaction commits; bounds the latency a batch adds.
@@ -107,35 +108,30 @@ impl SqliteDb {
         acknowledged.await.map_err(|_| stopped())?
     }
 
-    pub async fn get(self: &Arc<Self>, store: &str, key: String) -> Result<Option<Vec<u8>>, Error> {
-        let store = store.to_string();
-        self.read(move |conn| {
+    pub async fn get(&self, store: &str, key: String) -> Result<Option<Vec<u8>>, Error> {
+        self.read(|conn| {
             conn.prepare_cached("SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2")?
                 .query_row(params![store, key], |row| row.get(0))
                 .optional()
         })
-        .await
     }
 
-    pub async fn exists(self: &Arc<Self>, store: &str, key: String) -> Result<bool, Error> {
-        let store = store.to_string();
-        self.read(move |conn| {
+    pub async fn exists(&self, store: &str, key: String) -> Result<bool, Error> {
+        self.read(|conn| {
             conn.prepare_cached("SELECT 1 FROM spin_key_value WHERE store = ?1 AND key = ?2")?
                 .exists(params![store, key])
         })
-        .await
     }
 
     /// Each key with its value (`None` when absent), in the order asked; Spin's error once
     /// the values exceed `limit` bytes.
     pub async fn get_many(
-        self: &Arc<Self>,
+        &self,
         store: &str,
         keys: Vec<String>,
         limit: usize,
     ) -> Result<Vec<(String, Option<Vec<u8>>)>, Error> {
-        let store = store.to_string();
-        self.read(move |conn| {
+        self.read(|conn| {
             let mut statement = conn
                 .prepare_cached("SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2")?;
             let mut total = size_of::<Vec<(String, Option<Vec<u8>>)>>();
@@ -150,18 +146,12 @@ impl SqliteDb {
                 found.push((key, value));
             }
             Ok(Ok(found))
-        })
-        .await?
+        })?
     }
 
     /// Every key of `store`, stopping with Spin's error once they exceed `limit` bytes.
-    pub async fn get_keys(
-        self: &Arc<Self>,
-        store: &str,
-        limit: usize,
-    ) -> Result<Vec<String>, Error> {
-        let store = store.to_string();
-        self.read(move |conn| {
+    pub async fn get_keys(&self, store: &str, limit: usize) -> Result<Vec<String>, Error> {
+        self.read(|conn| {
             let mut total = size_of::<Vec<String>>();
             let mut keys = Vec::new();
             let mut statement =
@@ -174,34 +164,28 @@ impl SqliteDb {
                 keys.push(key);
             }
             Ok(Ok(keys))
-        })
-        .await?
+        })?
     }
 
-    /// Runs `query` on a pooled reader connection on a blocking thread.
-    async fn read<T: Send + 'static>(
-        self: &Arc<Self>,
-        query: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
-    ) -> Result<T, Error> {
-        let db = self.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
-            let pooled = db.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
+    /// Runs `query` on a pooled reader connection, on this thread once it has handed its
+    /// other async work to another worker (`block_in_place`, as Spin's SQLite store does): a
+    /// read costs no hop to another thread and back, yet a slow disk or a locked file stalls
+    /// no other request. Needs the multi-threaded runtime, which the server always runs.
+    fn read<T>(&self, query: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, Error> {
+        tokio::task::block_in_place(|| {
+            let pooled = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let conn = match pooled {
                 Some(conn) => conn,
-                None => connect(&db.open_uri)?,
+                None => connect(&self.open_uri)?,
             };
             let result = query(&conn);
-            db.readers
+            self.readers
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push(conn);
             result
         })
-        .await;
-        match outcome {
-            Ok(result) => result.map_err(backend_error),
-            Err(join_error) => Err(backend_error(join_error)),
-        }
+        .map_err(backend_error)
     }
 }
 
@@ -322,6 +306,7 @@ fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use std::time::Duration;
 
     fn open(path: &Path) -> Arc<SqliteDb> {
@@ -338,7 +323,7 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread")]
     async fn counters_are_eight_bytes_little_endian_as_spin_stores_them() {
         let dir = tempfile::tempdir().unwrap();
         let db = open(&dir.path().join("kv.db"));
@@ -369,7 +354,7 @@ mod tests {
         ));
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread")]
     async fn a_swap_writes_only_over_the_value_it_expects() {
         let dir = tempfile::tempdir().unwrap();
         let db = open(&dir.path().join("kv.db"));
@@ -397,7 +382,7 @@ mod tests {
         assert_eq!(db.get("s", "k".into()).await.unwrap(), Some(b"2".to_vec()));
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread")]
     async fn stores_are_separate_namespaces_in_one_file() {
         let dir = tempfile::tempdir().unwrap();
         let db = open(&dir.path().join("kv.db"));
@@ -410,7 +395,7 @@ mod tests {
         assert!(db.exists("b", "k".into()).await.unwrap());
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread")]
     async fn concurrent_writes_are_all_acknowledged_and_kept() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kv.db");
@@ -427,7 +412,7 @@ mod tests {
         assert_eq!(reopened.get_keys("s", usize::MAX).await.unwrap().len(), 200);
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread")]
     async fn in_memory_databases_are_shared_by_their_connections_only() {
         let db = Arc::new(SqliteDb::open_in_memory("test-shared").unwrap());
         db.set("s", "k".into(), Some(b"v".to_vec())).await.unwrap();
@@ -436,10 +421,10 @@ mod tests {
         assert_eq!(other.get("s", "k".into()).await.unwrap(), None);
     }
 
-    /// On a single-threaded runtime, a read that waits for a locked file must leave the
-    /// thread free: the timer beside it still fires. A read on the calling thread would hold
-    /// it for the whole busy timeout (5 s) and the timer could not fire first.
-    #[tokio::test(flavor = "current_thread")]
+    /// A read that waits for a locked file must leave the async worker to other requests:
+    /// with a single worker, a task started during the wait still runs at once. A read that
+    /// held the worker would hold it for the whole busy timeout (5 s).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_read_waiting_on_a_locked_file_does_not_block_the_async_worker() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kv.db");
@@ -459,9 +444,16 @@ mod tests {
             writer: mpsc::channel().0,
             readers: Mutex::new(Vec::new()),
         });
-        let read = db.get("s", "k".into());
-        let outcome = tokio::time::timeout(Duration::from_millis(300), read).await;
-        assert!(outcome.is_err(), "the read held the thread: {outcome:?}");
+        let (reading, read_started) = oneshot::channel();
+        let read = tokio::spawn(async move {
+            reading.send(()).unwrap();
+            db.get("s", "k".into()).await
+        });
+        read_started.await.unwrap();
+        let other = tokio::spawn(async {});
+        let outcome = tokio::time::timeout(Duration::from_millis(1_000), other).await;
+        assert!(outcome.is_ok(), "the read held the only worker");
         drop(locker);
+        read.await.unwrap().unwrap();
     }
 }

@@ -228,7 +228,7 @@ mod tests {
         Resource::new_own(rep)
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread")]
     async fn buckets_are_checked_as_spin_checks_stores() {
         let dir = tempfile::tempdir().unwrap();
         let mut kv = state(dir.path());
@@ -245,7 +245,7 @@ mod tests {
         assert!(matches!(refused, Err(Error::Other(m)) if m == "list_keys: cursor not supported"));
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread")]
     async fn batches_pair_every_key_and_counters_add_up() {
         let dir = tempfile::tempdir().unwrap();
         let mut kv = state(dir.path());
@@ -287,7 +287,7 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread")]
     async fn a_swap_fails_when_the_value_changed_and_hands_back_a_fresh_one() {
         let dir = tempfile::tempdir().unwrap();
         let mut kv = state(dir.path());
