@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kube.manifests import DEPLOY, REPO, of_kind, one, pod_specs, render_path
+from kube.manifests import DEPLOY, KUSTOMIZATIONS, REPO, gateway_values, of_kind, one, pod_specs, render_path
 from cluster.addons import SPIN_OPERATOR_NAMESPACE, install_spin_operator, wait_for_node_metrics
 from cluster.cluster import Cluster, GivenCluster
 from cluster.registry import served_from
@@ -32,7 +32,8 @@ BEFORE_WEBHOOKS = "test_server_dry_run.py"
 # Run last: it turns dev's SpinApp into an autoscaled one.
 AUTOSCALED_LAST = "test_autoscaling.py"
 DEV_OVERLAY = Path(__file__).with_name("dev")
-CLIENT_NAMESPACE = "gateway-system"
+# Where dev's gateway proxies run: the one namespace its NetworkPolicies let HTTP in from.
+CLIENT_NAMESPACE = gateway_values(KUSTOMIZATIONS["dev"])["proxiesNamespace"]
 NAMESPACE = "greeter"
 # The Secret tests/cluster/dev gives the greeter-host executor as its CA bundle.
 TEST_CA_SECRET = "greeter-test-ca"
@@ -91,9 +92,9 @@ def metrics_server(cluster):
 @dataclass
 class Deployed:
     overlay: Path
-    # Runs a command in a client pod of namespace gateway-system, from where kube/'s
-    # NetworkPolicies let HTTP in (as the gateway's proxies would), so the tests pass where
-    # the policies are enforced.
+    # Runs a command in a client pod of the namespace of dev's gateway proxies, from where
+    # kube/'s NetworkPolicies let HTTP in (as the proxies would), so the tests pass where the
+    # policies are enforced.
     client: Callable[..., str]
 
 

@@ -82,6 +82,18 @@ def render_path(path: Path) -> list[dict]:
     return [obj for obj in yaml.safe_load_all(result.stdout) if obj]
 
 
+def gateway_values(path: Path) -> dict | None:
+    """The data of the gateway.yaml (ConfigMap `gateway`, never applied) a kustomization
+    lists or builds on: the cluster's Gateway and the namespace of its proxies."""
+    kustomization = yaml.safe_load((path / "kustomization.yaml").read_text())
+    for entry in kustomization.get("resources", []):
+        if entry == "gateway.yaml":
+            return yaml.safe_load((path / entry).read_text())["data"]
+        if (path / entry).is_dir() and (found := gateway_values((path / entry).resolve())):
+            return found
+    return None
+
+
 def ident(obj: dict) -> str:
     return f"{obj['kind']}/{obj['metadata'].get('name', '?')}"
 

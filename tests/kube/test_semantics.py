@@ -1,6 +1,7 @@
 """What a schema cannot see: names that must resolve, values that must agree."""
 
 import re
+import shutil
 import socket
 import subprocess
 import time
@@ -10,21 +11,25 @@ import urllib.request
 from urllib.parse import urlsplit
 
 import pytest
+import yaml
 
 from kube.manifests import (
     APP_IMAGE,
     HOST_IMAGE,
     KUBE,
+    KUSTOMIZATIONS,
     OVERLAYS,
     PRODUCTION,
     REGIONS,
     REPO,
     ident,
+    gateway_values,
     image_references,
     of_kind,
     one,
     pod_specs,
     render,
+    render_path,
 )
 
 # The kustomizations that deploy the app (not the per-cluster setup nor Argo CD).
@@ -152,7 +157,7 @@ def test_every_target_and_backend_exists(name):
             missing.append(f"{ident(scaler)} -> {target}")
     for route in of_kind(objects, "HTTPRoute"):
         for rule in route["spec"]["rules"]:
-            missing += [f"{ident(route)} -> {b['name']}" for b in rule["backendRefs"] if b["name"] not in services(objects)]
+            missing += [f"{ident(route)} -> {b['name']}" for b in rule.get("backendRefs", []) if b["name"] not in services(objects)]
     for ingress in of_kind(objects, "Ingress"):
         for rule in ingress["spec"]["rules"]:
             for path in rule["http"]["paths"]:
@@ -408,12 +413,72 @@ def test_namespace_is_locked_down(name):
     assert "ingress" not in deny and "egress" not in deny
     assert all(sa.get("automountServiceAccountToken") is False for sa in of_kind(objects, "ServiceAccount"))
     sources = {source for np in of_kind(objects, "NetworkPolicy") for source in ingress_sources(np)}
-    assert sources <= ALLOWED_INGRESS_SOURCES
+    proxies = gateway_values(KUSTOMIZATIONS[name])["proxiesNamespace"]
+    assert sources <= {f"namespace {proxies}", *ALLOWED_INGRESS_SOURCES}
 
 
-# Where traffic may come from: the gateway's proxies, Prometheus, and pods of the namespace
-# itself (the servers reaching Redis).
-ALLOWED_INGRESS_SOURCES = {"namespace gateway-system", "namespace monitoring", "this namespace"}
+# Where traffic may come from besides the gateway's proxies: Prometheus, and pods of the
+# namespace itself (the servers reaching Redis).
+ALLOWED_INGRESS_SOURCES = {"namespace monitoring", "this namespace"}
+
+
+def test_each_cluster_names_its_gateway_in_one_place(tmp_path):
+    """The Gateway and its proxies' namespace differ from cluster to cluster: set in an
+    overlay's gateway.yaml, they reach every object that names them, and nothing names a
+    gateway otherwise. Shown on a copy whose gateway.yaml files all say something else."""
+    copies = {KUBE: tmp_path / "kube", REPO / "tests" / "kube" / "variants": tmp_path / "tests" / "kube" / "variants"}
+    for source, copy in copies.items():
+        shutil.copytree(source, copy)
+    sentinel = {"name": "sentinel-gateway", "namespace": "sentinel-gateway-ns", "proxiesNamespace": "sentinel-proxies"}
+    originals = set()
+    for values in (tmp_path / "kube").rglob("gateway.yaml"):
+        document = yaml.safe_load(values.read_text())
+        originals |= set(document["data"].values())
+        values.write_text(yaml.safe_dump({**document, "data": sentinel}))
+    assert originals, "no overlay has a gateway.yaml"
+    for name in APP_RENDERS:
+        path = KUSTOMIZATIONS[name]
+        for source, copy in copies.items():
+            if path.is_relative_to(source):
+                path = copy / path.relative_to(source)
+        objects = render_path(path)
+        for route in of_kind(objects, "HTTPRoute"):
+            for parent in route["spec"]["parentRefs"]:
+                assert (parent["name"], parent["namespace"]) == (sentinel["name"], sentinel["namespace"]), name
+        for grant in of_kind(objects, "ReferenceGrant"):
+            assert {peer["namespace"] for peer in grant["spec"]["from"]} == {sentinel["namespace"]}, name
+        proxies = set(ingress_sources(one(objects, "NetworkPolicy", "allow-from-gateway")))
+        assert proxies == {f"namespace {sentinel['proxiesNamespace']}"}, name
+        leftovers = {value for value in flatten(list(objects)).values() if value in originals | {"from-gateway-yaml"}}
+        assert not leftovers, f"{name} still names {leftovers}"
+
+
+@pytest.mark.parametrize("name", (*PRODUCTION, "alternatives"))
+def test_with_tls_the_app_answers_on_https_only_and_http_redirects(name):
+    """Where a Certificate is issued, the app's routes bind the Gateway's `https` listener
+    alone, and every one of their names is redirected to HTTPS on the `http` listener."""
+    routes = of_kind(render(name), "HTTPRoute")
+    served = [route for route in routes if any("backendRefs" in rule for rule in route["spec"]["rules"])]
+    redirects = [route for route in routes if route not in served]
+    assert served and redirects
+    for route in served:
+        assert {parent.get("sectionName") for parent in route["spec"]["parentRefs"]} == {"https"}, ident(route)
+    for route in redirects:
+        assert {parent.get("sectionName") for parent in route["spec"]["parentRefs"]} == {"http"}, ident(route)
+        for rule in route["spec"]["rules"]:
+            assert rule["filters"] == [{"type": "RequestRedirect",
+                                        "requestRedirect": {"scheme": "https", "statusCode": 301}}]  # fmt: skip
+    redirected = {host for route in redirects for host in route["spec"]["hostnames"]}
+    assert {host for route in served for host in route["spec"]["hostnames"]} <= redirected
+
+
+def test_certificates_are_issued_through_dns01():
+    """HTTP-01 cannot issue them: the global name is geo-routed, so the challenge reaches
+    whichever region is nearest, and the namespace's default-deny keeps the gateway from
+    cert-manager's solver pods. Every solver of the issuer is DNS-01."""
+    for issuer in of_kind(render("cluster"), "ClusterIssuer"):
+        for solver in issuer["spec"]["acme"]["solvers"]:
+            assert solver.keys() - {"selector"} == {"dns01"}, ident(issuer)
 
 
 def ingress_sources(policy: dict):
@@ -481,6 +546,7 @@ REGIONAL = {
     "Service/greeter-redis": {("spec", "externalName")},
     "NetworkPolicy/allow-redis": {("spec", "egress", 0, "to", 0, "ipBlock", "cidr")},
     "HTTPRoute/greeter": {("spec", "hostnames", 1)},
+    "HTTPRoute/greeter-redirect-to-https": {("spec", "hostnames", 1)},
     "Certificate/greeter-tls": {("spec", "dnsNames", 1)},
 }
 
