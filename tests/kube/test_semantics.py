@@ -282,6 +282,19 @@ def test_each_image_has_one_reference_and_is_pinned(name):
     assert unpinned == []
 
 
+@pytest.mark.parametrize("name", APP_RENDERS)
+def test_pods_start_from_an_image_the_node_has(name):
+    """A restart or a rollout must not need the registry when the node has the image (loaded
+    into a kind node, or during a registry outage). The references never move (release tags
+    are never pushed twice, third-party images are digests), so IfNotPresent is exact."""
+    policies = {
+        (ident(obj), container["name"]): container.get("imagePullPolicy", "IfNotPresent")
+        for obj, spec in pod_specs(render(name))
+        for container in spec.get("initContainers", []) + spec["containers"]
+    }
+    assert {key: policy for key, policy in policies.items() if policy != "IfNotPresent"} == {}
+
+
 @pytest.mark.parametrize("name", PRODUCTION)
 def test_production_secrets_hold_no_literal_values(name):
     objects = render(name)
