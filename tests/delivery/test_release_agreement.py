@@ -2,6 +2,7 @@
 the names the workflows publish and deploy, Argo CD's revision and the docs' examples."""
 
 import re
+import tomllib
 
 import pytest
 import yaml
@@ -34,6 +35,16 @@ def disagreements(tag: str) -> list[str]:
 def test_every_reference_carries_the_release_tag():
     assert release_tag() == "v" + re.search(r'(?m)^version = "(.+)"', (REPO / "spin.toml").read_text())[1]
     assert disagreements(release_tag()) == []
+
+
+def test_a_deploy_passes_only_once_the_new_version_answers():
+    """The smoke test asks the app which version it is (its OpenAPI document's
+    info.version: the workspace's package version, which is spin.toml's)."""
+    workspace = tomllib.loads((REPO / "Cargo.toml").read_text())["workspace"]["package"]["version"]
+    assert "v" + workspace == release_tag()
+    deploy = yaml.safe_load((WORKFLOWS / "deploy-overlay.yml").read_text())
+    smoke = next(s["run"] for s in deploy["jobs"]["deploy"]["steps"] if s.get("name") == "Smoke test")
+    assert '/openapi.json" | jq -r .info.version)' in smoke and 'test "v$served" = "$VERSION"' in smoke
 
 
 def test_a_version_bump_alone_is_caught():

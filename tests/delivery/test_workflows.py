@@ -64,6 +64,19 @@ def test_every_action_is_pinned_to_a_commit_and_names_its_tag():
                 assert re.fullmatch(r" # v\d+(\.\d+)*", match[2]), (path.name, line)
 
 
+def test_every_called_workflow_is_one_of_ours_that_can_be_called():
+    """A job's `uses:` names a workflow of this repository (GitHub's self-repository `$/`
+    form, or the older `./`) that exists and whose `on:` accepts workflow_call."""
+    calls = [(name, job["uses"]) for name, workflow in workflows().items()
+             for job in workflow["jobs"].values() if "uses" in job]  # fmt: skip
+    assert calls
+    for name, called in calls:
+        assert called.startswith(("$/.github/workflows/", "./.github/workflows/")), (name, called)
+        target = REPO / called[2:]
+        assert target.is_file(), (name, called)
+        assert "workflow_call" in yaml.safe_load(target.read_text())[True], (name, called)
+
+
 def test_every_workflow_starts_from_read_only_permissions():
     for name, workflow in workflows().items():
         assert workflow["permissions"] == {"contents": "read"}, name
