@@ -1,19 +1,41 @@
 """The CRDs of every custom kind kube/ uses, installed into a cluster.
 
-SpinKube's come from the spin-operator release the cluster runs (its Go module, as
-addons/go.mod pins it); the third-party ones from ../shared/crds, each unchanged from the
-release that crds/SOURCES.txt names, as in the offline checks.
+Each comes unchanged from the Go module of its project's release, fetched from the Go module
+proxy into the module cache: SpinKube's at the release addons/go.mod pins, the third-party
+ones as third-party-crds.txt says. A lone clone installs the same CRDs as any other machine.
 """
 
+import json
+import subprocess
+import tempfile
 from pathlib import Path
 
 from kube.manifests import spinkube_crds
 
-SHARED = Path(__file__).resolve().parents[3] / "shared"
+# What to install, and from which release: one line per Go module (.ci/e2e-kind reads it too).
+THIRD_PARTY = Path(__file__).with_name("third-party-crds.txt")
+
+
+def third_party() -> list[tuple[str, str, str, list[str]]]:
+    """(module, version, directory in the module, CRD files) of each line of THIRD_PARTY."""
+    lines = [line.split() for line in THIRD_PARTY.read_text().splitlines() if line and not line.startswith("#")]
+    return [(module, version, directory, files) for module, version, directory, *files in lines]
+
+
+def module_directory(module: str, version: str) -> Path:
+    """The module's tree in the Go module cache, downloaded from the proxy when missing."""
+    with tempfile.TemporaryDirectory() as outside_any_module:
+        downloaded = subprocess.run(["go", "mod", "download", "-json", f"{module}@{version}"],
+                                    cwd=outside_any_module, capture_output=True, text=True)  # fmt: skip
+    answer = json.loads(downloaded.stdout or "{}")
+    assert downloaded.returncode == 0 and "Dir" in answer, f"{module}@{version}: {answer.get('Error', downloaded.stderr)}"
+    return Path(answer["Dir"])
 
 
 def crd_files() -> list[Path]:
-    return sorted([*spinkube_crds().glob("*.yaml"), *(SHARED / "crds").glob("*.yaml")])
+    theirs = [module_directory(module, version) / directory / name
+              for module, version, directory, names in third_party() for name in names]  # fmt: skip
+    return sorted([*spinkube_crds().glob("*.yaml"), *theirs])
 
 
 def install_crds(kubectl) -> None:
