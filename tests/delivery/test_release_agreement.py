@@ -67,14 +67,14 @@ def test_release_tags_are_checked_against_spin_toml():
     assert release[True]["push"]["tags"] == ["v*"]  # YAML reads the key `on` as true
     steps = release["jobs"]["component"]["steps"]
     assert any("spin.toml" in s.get("run", "") and '"$TAG" = "v$version"' in s.get("run", "") for s in steps)
-    pushes = [s["run"] for job in release["jobs"].values() for s in job["steps"] if "registry push" in s.get("run", "")]
+    pushes = [s["run"] for job in release["jobs"].values() for s in job.get("steps", []) if "registry push" in s.get("run", "")]
     assert pushes and all('"$APP_IMAGE:$TAG"' in p for p in pushes)
 
 
 def test_a_release_never_moves_a_published_tag():
     """Each publishing step refuses a tag that exists before it pushes or tags."""
     release = yaml.safe_load((WORKFLOWS / "release.yml").read_text())
-    scripts = [s["run"] for job in release["jobs"].values() for s in job["steps"] if "run" in s]
+    scripts = [s["run"] for job in release["jobs"].values() for s in job.get("steps", []) if "run" in s]
     publishing = [(script, publish) for script in scripts
                   for publish in ("registry push", "imagetools create --tag") if publish in script]  # fmt: skip
     assert len(publishing) == 2, publishing

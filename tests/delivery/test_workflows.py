@@ -77,6 +77,37 @@ def test_every_called_workflow_is_one_of_ours_that_can_be_called():
         assert "workflow_call" in yaml.safe_load(target.read_text())[True], (name, called)
 
 
+# Events the workflows themselves cause with GITHUB_TOKEN (release.yml publishes a release
+# and packages): GitHub starts no workflow on them, so no trigger may wait for one.
+EVENTS_OF_GITHUB_TOKEN = {"release", "registry_package", "create", "deployment", "deployment_status"}
+
+
+def test_every_trigger_can_fire():
+    for name, workflow in workflows().items():
+        assert set(workflow[True]) & EVENTS_OF_GITHUB_TOKEN == set(), name  # YAML reads `on` as true
+
+
+def needs(jobs: dict, job: str) -> set[str]:
+    """Every job `job` waits for, directly or through others."""
+    direct = jobs[job].get("needs", [])
+    direct = [direct] if isinstance(direct, str) else direct
+    return set(direct).union(*(needs(jobs, other) for other in direct))
+
+
+def test_a_release_waits_for_green_ci_and_then_deploys():
+    """Nothing is published from a commit on which ci.yml and e2e.yml have not passed, and
+    a published release is deployed (deploy.yml, called with the tag)."""
+    jobs = workflows()["release.yml"]["jobs"]
+    gate = next(name for name, job in jobs.items() if not job.get("needs"))
+    check = "\n".join(step.get("run", "") for step in jobs[gate]["steps"])
+    assert "for workflow in ci.yml e2e.yml" in check and '--commit "$COMMIT"' in check and "--status success" in check
+    assert jobs[gate]["steps"][0]["env"]["COMMIT"] == "${{ github.sha }}"
+    assert all(gate in needs(jobs, name) for name in jobs if name != gate)
+    deploy = next(job for job in jobs.values() if job.get("uses", "").endswith("/.github/workflows/deploy.yml"))
+    assert deploy["with"] == {"version": "${{ github.ref_name }}"}
+    assert "github-release" in needs(jobs, next(n for n, j in jobs.items() if j is deploy))
+
+
 def test_every_workflow_starts_from_read_only_permissions():
     for name, workflow in workflows().items():
         assert workflow["permissions"] == {"contents": "read"}, name
