@@ -199,15 +199,20 @@ fn get_keys_walks_a_large_keyspace_with_scan() {
 }
 
 #[test]
-fn rediss_trusts_the_ca_bundle_of_the_system() {
+fn rediss_verifies_the_server_against_the_system_ca_bundle_and_under_its_name() {
     let dir = tempfile::tempdir().unwrap();
     let redis = Redis::start_tls(dir.path());
     let ca = redis.ca.clone().unwrap();
-    let probe = |bundle: Option<&std::path::Path>| {
+    let probe = |bundle: Option<&std::path::Path>, url: &str| {
         let state = tempfile::tempdir_in(dir.path()).unwrap();
+        let config = state.path().join("runtime-config.toml");
+        let text = format!(
+            "[key_value_store.default]\ntype = \"redis\"\nurl = \"{url}\"\npassword_env = \"REDIS_PASSWORD\"\n"
+        );
+        std::fs::write(&config, text).unwrap();
         let mut builder = HostBuilder::new(&faulty_manifest(), state.path())
             .arg("--runtime-config-file")
-            .arg(redis.runtime_config(dir.path()))
+            .arg(&config)
             .env("REDIS_PASSWORD", PASSWORD)
             .env("SPIN_VARIABLE_SECRET_TOKEN", "t");
         builder.command_mut().env_remove("SSL_CERT_FILE");
@@ -217,10 +222,17 @@ fn rediss_trusts_the_ca_bundle_of_the_system() {
         get(&builder.start().url("/kv?label=default")).body
     };
     // SSL_CERT_FILE stands for the bundle spin-operator mounts over the system's.
-    assert_eq!(probe(Some(&ca)), "opened");
-    let untrusted = probe(None);
+    assert_eq!(probe(Some(&ca), &redis.url()), "opened");
+    let untrusted = probe(None, &redis.url());
     assert!(
         untrusted.contains("invalid peer certificate: UnknownIssuer"),
         "{untrusted}"
+    );
+    // The certificate names 127.0.0.1 alone: the same server under another name is refused.
+    let other_name = redis.url().replace("127.0.0.1", "localhost");
+    let misnamed = probe(Some(&ca), &other_name);
+    assert!(
+        misnamed.contains("certificate not valid for name"),
+        "{misnamed}"
     );
 }

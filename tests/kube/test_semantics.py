@@ -49,7 +49,9 @@ def secret_keys(objects) -> dict[str, set[str]]:
         keys[secret["metadata"]["name"]] = {*secret.get("data", {}), *secret.get("stringData", {})}
     for external in of_kind(objects, "ExternalSecret"):
         target = external["spec"]["target"]["name"]
-        keys[target] = {item["secretKey"] for item in external["spec"]["data"]}
+        # A template, where there is one, makes the Secret's keys.
+        template = external["spec"]["target"].get("template", {}).get("data")
+        keys[target] = set(template) if template else {item["secretKey"] for item in external["spec"]["data"]}
     return keys
 
 
@@ -309,36 +311,50 @@ def host_port(url: str) -> tuple[str, int]:
 
 
 @pytest.mark.parametrize("name", APP_RENDERS)
-def test_spinapp_and_greeter_host_use_the_same_redis(name):
+def test_every_server_uses_one_redis_under_the_name_its_certificate_carries(name):
+    """SpinApps read the Redis URL from Secret greeter-redis, greeter-host pods from their
+    runtime config (password from the same Secret): every URL git holds names one endpoint.
+    A managed Redis (production) is reached over TLS under its own name, which its
+    certificate carries (no alias of ours in between); dev's runs in the cluster."""
     objects = render(name)
-    redis_service = one(objects, "Service", "greeter-redis")
-    assert [p["port"] for p in redis_service["spec"]["ports"]] == [6379]
-    # Where each Redis URL that git holds points, by who holds it.
-    endpoints = {}
-    secrets = set()
+    read = set()
     for app in of_kind(objects, "SpinApp"):
         (store,) = app["spec"]["runtimeConfig"]["keyValueStores"]
         assert (store["name"], store["type"]) == ("default", "redis")
         (url,) = [o for o in store["options"] if o["name"] == "url"]
-        secrets.add((url["valueFrom"]["secretKeyRef"]["name"], "url"))
-    hosts = [obj for obj, _ in pod_specs(objects) if obj["metadata"]["name"] == "greeter-host"]
+        read.add((url["valueFrom"]["secretKeyRef"]["name"], "url"))
+    urls = {}
     for obj, spec in pod_specs(objects):
-        if obj not in hosts:
+        if obj["metadata"]["name"] != "greeter-host":
             continue
         env = {e["name"]: e for e in spec["containers"][0]["env"]}
-        secrets.add((env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"], "password"))
+        read.add((env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"], "password"))
         config = tomllib.loads(one(objects, "ConfigMap", "greeter-host-runtime-config")["data"]["runtime-config.toml"])
         store = config["key_value_store"]["default"]
         assert (store["type"], store["password_env"]) == ("redis", "REDIS_PASSWORD")
-        endpoints[ident(obj)] = host_port(store["url"])
+        urls[ident(obj)] = store["url"]
+    assert {secret for secret, _ in read} == {"greeter-redis"}
     for secret in of_kind(objects, "Secret"):
         if secret["metadata"]["name"] == "greeter-redis":
-            literal = secret["stringData"]
-            endpoints[ident(secret)] = host_port(literal["url"])
-            assert urlsplit(literal["url"]).password == literal["password"]
-    assert {s for s, _ in secrets} <= {"greeter-redis"}
-    assert {ident(obj) for obj in hosts} <= endpoints.keys()
-    assert endpoints == dict.fromkeys(endpoints, ("greeter-redis", 6379))
+            urls[ident(secret)] = secret["stringData"]["url"]
+            assert urlsplit(secret["stringData"]["url"]).password == secret["stringData"]["password"]
+    for external in of_kind(objects, "ExternalSecret"):
+        if external["spec"]["target"]["name"] == "greeter-redis":
+            urls[ident(external)] = external["spec"]["target"]["template"]["data"]["url"]
+    assert len([holder for holder in urls if holder.endswith("Secret/greeter-redis")]) == 1
+    endpoints = {host_port(url) for url in urls.values()}
+    assert len(endpoints) == 1, urls
+    ((host, port),) = endpoints
+    assert port == 6379
+    services = names(objects, "Service")
+    if name in PRODUCTION:
+        assert {urlsplit(url).scheme for url in urls.values()} == {"rediss"}
+        assert host not in services and "." in host
+        # prod is never applied alone: each region names its endpoint.
+        assert name == "prod" or not host.endswith(".invalid")
+        assert [ident(s) for s in of_kind(objects, "Service") if s["spec"].get("type") == "ExternalName"] == []
+    else:
+        assert host in services
 
 
 @pytest.mark.parametrize("name", ("dev", "greeter-host-only"))
@@ -556,7 +572,7 @@ def flatten(node, path=()):
 # What may differ between a region and prod, by object: nothing else does.
 REGIONAL = {
     "ConfigMap/greeter-config": {("data", "s3_endpoint"), ("data", "s3_region"), ("data", "s3_bucket")},
-    "Service/greeter-redis": {("spec", "externalName")},
+    "ExternalSecret/greeter-redis": {("spec", "target", "template", "data", "url")},
     "NetworkPolicy/allow-redis": {("spec", "egress", 0, "to", 0, "ipBlock", "cidr")},
     "HTTPRoute/greeter": {("spec", "hostnames", 1)},
     "HTTPRoute/greeter-redirect-to-https": {("spec", "hostnames", 1)},
