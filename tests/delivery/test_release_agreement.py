@@ -8,9 +8,8 @@ import pytest
 import yaml
 
 from delivery.tools import WORKFLOWS
-from kube.manifests import APP_IMAGE, HOST_IMAGE, KUBE, REPO, image_references, one, release_tag, render
+from kube.manifests import APP_IMAGE, APP_RENDERS, HOST_IMAGE, KUBE, REPO, image_references, one, release_tag, render
 
-APP_RENDERS = ("dev", "prod", "us", "eu", "asia", "alternatives", "greeter-host-only")
 DOCS = (REPO / "README.md", KUBE / "README.md")
 OURS = re.compile(r"ghcr\.io/greeter-dev/[\w.-]+(?::[\w.-]+)?")
 

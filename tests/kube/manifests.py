@@ -54,6 +54,9 @@ KUSTOMIZATIONS = {
     "greeter-host-only": Path(__file__).with_name("variants") / "greeter-host-only",
 }
 
+# The kustomizations that deploy the app (not the per-cluster setup nor Argo CD).
+APP_RENDERS = (*OVERLAYS, "alternatives", "greeter-host-only")
+
 APP_IMAGE = "ghcr.io/greeter-dev/greeter"
 HOST_IMAGE = "ghcr.io/greeter-dev/greeter-host"
 
@@ -106,6 +109,24 @@ def one(objects, kind: str, name: str) -> dict:
     found = [obj for obj in of_kind(objects, kind) if obj["metadata"]["name"] == name]
     assert len(found) == 1, f"expected one {kind}/{name}, found {len(found)}"
     return found[0]
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    """Kubernetes' label selector: every `matchLabels` pair and every `matchExpressions`
+    requirement holds (so an empty selector selects everything)."""
+    if any(labels.get(key) != value for key, value in selector.get("matchLabels", {}).items()):
+        return False
+    for requirement in selector.get("matchExpressions", []):
+        key, values = requirement["key"], requirement.get("values", [])
+        holds = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": labels.get(key) not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[requirement["operator"]]
+        if not holds:
+            return False
+    return True
 
 
 def pod_specs(objects):

@@ -15,10 +15,10 @@ import yaml
 
 from kube.manifests import (
     APP_IMAGE,
+    APP_RENDERS,
     HOST_IMAGE,
     KUBE,
     KUSTOMIZATIONS,
-    OVERLAYS,
     PRODUCTION,
     REGIONS,
     REPO,
@@ -30,10 +30,9 @@ from kube.manifests import (
     pod_specs,
     render,
     render_path,
+    selects,
 )
 
-# The kustomizations that deploy the app (not the per-cluster setup nor Argo CD).
-APP_RENDERS = (*OVERLAYS, "alternatives", "greeter-host-only")
 # The app's routes (README); the probes must use the two made for them.
 LIVENESS, READINESS = "/api/health", "/api/ready"
 
@@ -81,24 +80,6 @@ def pod_labels(objects) -> dict[str, dict]:
     for obj, _ in pod_specs(objects):
         labels[ident(obj)] = obj["spec"]["template"]["metadata"]["labels"]
     return labels
-
-
-def selects(selector: dict, labels: dict) -> bool:
-    """Kubernetes' label selector: every `matchLabels` pair and every `matchExpressions`
-    requirement holds (so an empty selector selects everything)."""
-    if any(labels.get(key) != value for key, value in selector.get("matchLabels", {}).items()):
-        return False
-    for requirement in selector.get("matchExpressions", []):
-        key, values = requirement["key"], requirement.get("values", [])
-        holds = {
-            "In": key in labels and labels[key] in values,
-            "NotIn": labels.get(key) not in values,
-            "Exists": key in labels,
-            "DoesNotExist": key not in labels,
-        }[requirement["operator"]]
-        if not holds:
-            return False
-    return True
 
 
 @pytest.mark.parametrize(
