@@ -265,6 +265,44 @@ def test_each_image_has_one_reference_and_is_pinned(name):
     assert unpinned == []
 
 
+def reads(workload: dict) -> dict[str, set[str]]:
+    """The Secrets and ConfigMaps a workload reads, through key references, volumes or envFrom."""
+    found = {"secret": set(), "configmap": set()}
+
+    def walk(node):
+        if isinstance(node, dict):
+            for field, kind, name in (("secretKeyRef", "secret", "name"), ("configMapKeyRef", "configmap", "name"),
+                                      ("secretRef", "secret", "name"), ("configMapRef", "configmap", "name"),
+                                      ("secret", "secret", "secretName"), ("configMap", "configmap", "name")):  # fmt: skip
+                if isinstance(node.get(field), dict) and name in node[field]:
+                    found[kind].add(node[field][name])
+            for child in node.values():
+                walk(child)
+        elif isinstance(node, list):
+            for child in node:
+                walk(child)
+
+    walk(workload["spec"])
+    return found
+
+
+@pytest.mark.parametrize("name", APP_RENDERS)
+def test_a_changed_secret_or_config_restarts_the_pods_that_read_it(name):
+    """Pods read Secrets and ConfigMaps at start: each workload names every one it reads for
+    Stakater Reloader, which rolls it when one changes (a SpinApp through the annotations
+    spin-operator puts on its Deployment)."""
+    workloads = [*of_kind(render(name), "SpinApp"), *(obj for obj, _ in pod_specs(render(name)))]
+    assert workloads
+    for workload in workloads:
+        if workload["kind"] == "SpinApp":
+            annotations = workload["spec"].get("deploymentAnnotations", {})
+        else:
+            annotations = workload["metadata"].get("annotations", {})
+        for kind, names in reads(workload).items():
+            named = annotations.get(f"{kind}.reloader.stakater.com/reload", "")
+            assert set(filter(None, named.split(","))) == names, (ident(workload), kind)
+
+
 @pytest.mark.parametrize("name", APP_RENDERS)
 def test_pods_start_from_an_image_the_node_has(name):
     """A restart or a rollout must not need the registry when the node has the image (loaded
