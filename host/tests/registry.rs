@@ -214,6 +214,35 @@ fn a_pulled_app_starts_again_from_the_cache_with_the_registry_gone() {
     );
 }
 
+/// What kube/pin-digests deploys, and spin-operator hands the executor: `name:tag@digest`.
+/// The digest decides; the tag is only read by people.
+#[test]
+fn a_reference_with_a_tag_and_a_digest_runs_that_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let registry = TestRegistry::start(&dir.path().join("registry"), Options::default());
+    let digest = push(
+        &home,
+        &app_manifest(),
+        &registry.reference("greeter/app:v1"),
+        &["-k"],
+    );
+    let pinned = registry.reference(&format!("greeter/app:v1@{digest}"));
+    let state = tempfile::tempdir().unwrap();
+    let host = host_from(&home, &pinned, &["-k", "--state-dir"])
+        .arg(state.path())
+        .start();
+    assert_eq!(get(&host.url("/")).body, "hello world!");
+    let elsewhere = format!("sha256:{}", "0".repeat(64));
+    let mismatched = registry.reference(&format!("greeter/app:v1@{elsewhere}"));
+    let (status, stderr) = run_to_exit(host_from(&home, &mismatched, &["-k"]));
+    assert!(!status.success());
+    assert!(
+        stderr.contains("cannot pull Spin application from registry reference"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn corrupt_blobs_are_refused_and_never_cached() {
     let dir = tempfile::tempdir().unwrap();
