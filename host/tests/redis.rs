@@ -6,7 +6,7 @@ mod support;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
-use support::redis::{PASSWORD, Redis};
+use support::redis::{PASSWORD, Redis, runtime_config_for};
 use support::*;
 
 fn host_on(redis: &Redis, manifest: &std::path::Path, dir: &std::path::Path) -> Host {
@@ -205,14 +205,9 @@ fn rediss_verifies_the_server_against_the_system_ca_bundle_and_under_its_name() 
     let ca = redis.ca.clone().unwrap();
     let probe = |bundle: Option<&std::path::Path>, url: &str| {
         let state = tempfile::tempdir_in(dir.path()).unwrap();
-        let config = state.path().join("runtime-config.toml");
-        let text = format!(
-            "[key_value_store.default]\ntype = \"redis\"\nurl = \"{url}\"\npassword_env = \"REDIS_PASSWORD\"\n"
-        );
-        std::fs::write(&config, text).unwrap();
         let mut builder = HostBuilder::new(&faulty_manifest(), state.path())
             .arg("--runtime-config-file")
-            .arg(&config)
+            .arg(runtime_config_for(url, state.path()))
             .env("REDIS_PASSWORD", PASSWORD)
             .env("SPIN_VARIABLE_SECRET_TOKEN", "t");
         builder.command_mut().env_remove("SSL_CERT_FILE");

@@ -139,14 +139,19 @@ impl Redis {
     /// A runtime config putting store `default` on this Redis, with the password read from
     /// REDIS_PASSWORD, as the Kubernetes manifests do.
     pub fn runtime_config(&self, dir: &Path) -> PathBuf {
-        let path = dir.join("runtime-config.toml");
-        let text = format!(
-            "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\npassword_env = \"REDIS_PASSWORD\"\n",
-            self.url()
-        );
-        std::fs::write(&path, text).unwrap();
-        path
+        runtime_config_for(&self.url(), dir)
     }
+}
+
+/// A runtime config in `dir` whose store `default` is the Redis at `url`, its password from
+/// REDIS_PASSWORD.
+pub fn runtime_config_for(url: &str, dir: &Path) -> PathBuf {
+    let path = dir.join("runtime-config.toml");
+    let text = format!(
+        "[key_value_store.default]\ntype = \"redis\"\nurl = \"{url}\"\npassword_env = \"REDIS_PASSWORD\"\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
 }
 
 impl Drop for Redis {
