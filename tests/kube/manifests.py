@@ -129,6 +129,17 @@ def selects(selector: dict, labels: dict) -> bool:
     return True
 
 
+def pod_labels(objects) -> dict[str, dict]:
+    """Pod labels by workload: SpinApp pods (podLabels plus the operator's) and templates."""
+    labels = {
+        ident(app): {**app["spec"].get("podLabels", {}), "core.spinkube.dev/app-name": app["metadata"]["name"]}
+        for app in of_kind(objects, "SpinApp")
+    }
+    for obj, _ in pod_specs(objects):
+        labels[ident(obj)] = obj["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
 def pod_specs(objects):
     """(object, pod spec) of every workload with a pod template."""
     for obj in objects:

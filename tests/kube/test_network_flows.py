@@ -19,8 +19,10 @@ from kube.manifests import (
     KUSTOMIZATIONS,
     PRODUCTION,
     gateway_values,
+    ident,
     of_kind,
     one,
+    pod_labels,
     pod_specs,
     render,
     selects,
@@ -111,45 +113,49 @@ def passes(policies, source, destination, port: int, protocol: str = "TCP") -> b
 
 def servers(objects) -> list[tuple[Pod, int]]:
     """Each server pod with the port it serves HTTP on."""
-    found = [(Pod(NAMESPACE, app["spec"]["podLabels"], f"SpinApp/{app['metadata']['name']}"), 80)
-             for app in of_kind(objects, "SpinApp")]  # fmt: skip
+    labels = pod_labels(objects)
+    found = [(Pod(NAMESPACE, labels[ident(app)], ident(app)), 80) for app in of_kind(objects, "SpinApp")]
     for obj, spec in pod_specs(objects):
-        labels = obj["spec"]["template"]["metadata"]["labels"]
         for container in spec["containers"]:
             for port in container.get("ports", []):
                 if port.get("name") == "http":
-                    found.append((Pod(NAMESPACE, labels, f"{obj['kind']}/{obj['metadata']['name']}"), port["containerPort"]))
+                    found.append((Pod(NAMESPACE, labels[ident(obj)], ident(obj)), port["containerPort"]))
     return found
 
 
-def workload_pod(objects, kind: str, name: str) -> Pod:
-    template = one(objects, kind, name)["spec"]["template"]
-    return Pod(NAMESPACE, template["metadata"]["labels"], f"{kind}/{name}")
+def workload_pod(objects, workload: str) -> Pod:
+    """A pod of `workload` ("Kind/name")."""
+    return Pod(NAMESPACE, pod_labels(objects)[workload], workload)
 
 
-def redis_endpoints(objects) -> list:
+def managed_redis_subnet(objects) -> str:
+    """The one address block the servers may reach a managed Redis in."""
+    (block,) = [peer["ipBlock"]["cidr"] for peer in one(objects, "NetworkPolicy", "allow-redis")["spec"]["egress"][0]["to"]]
+    return block
+
+
+def redis_endpoint(objects):
     """Where the servers' Redis is: the in-cluster pods, or an address of the managed subnet."""
     if any(obj["metadata"]["name"] == "greeter-redis" for obj in of_kind(objects, "StatefulSet")):
-        return [workload_pod(objects, "StatefulSet", "greeter-redis")]
-    (block,) = [peer["ipBlock"]["cidr"] for peer in one(objects, "NetworkPolicy", "allow-redis")["spec"]["egress"][0]["to"]]
-    return [Address(str(next(ipaddress.ip_network(block).hosts())))]
+        return workload_pod(objects, "StatefulSet/greeter-redis")
+    return Address(str(next(ipaddress.ip_network(managed_redis_subnet(objects)).hosts())))
 
 
 def needed_flows(name: str, objects):
     """(what, source, destination, port, protocol) of every flow the system needs."""
     proxies = Pod(gateway_values(KUSTOMIZATIONS[name])["proxiesNamespace"], {"app": "gateway-proxy"}, "gateway proxy")
     dns = Pod("kube-system", {"k8s-app": "kube-dns"}, "CoreDNS")
+    redis = redis_endpoint(objects)
     for server, port in servers(objects):
         yield "gateway to server", proxies, server, port, "TCP"
         yield "DNS over UDP", server, dns, 53, "UDP"
         yield "DNS over TCP", server, dns, 53, "TCP"
         yield "S3 over HTTPS", server, Address(PUBLIC_ADDRESS), 443, "TCP"
-        for redis in redis_endpoints(objects):
-            yield "server to Redis", server, redis, 6379, "TCP"
-    for obj, spec in pod_specs(objects):
+        yield "server to Redis", server, redis, 6379, "TCP"
+    for obj, _ in pod_specs(objects):
         if obj["metadata"]["name"] == "greeter-host":
             scraper = Pod(MONITORING, {"app.kubernetes.io/name": "prometheus"}, "Prometheus")
-            yield "metrics scrape", scraper, workload_pod(objects, obj["kind"], "greeter-host"), 9090, "TCP"
+            yield "metrics scrape", scraper, workload_pod(objects, ident(obj)), 9090, "TCP"
 
 
 def unwanted_flows(name: str, objects):
@@ -161,10 +167,10 @@ def unwanted_flows(name: str, objects):
         yield "another namespace to a server", stranger, server, port, "TCP"
         yield "a server to a private address", server, Address("10.99.0.1"), 443, "TCP"
         yield "a server to Redis on the internet", server, Address(PUBLIC_ADDRESS), 6379, "TCP"
-    for redis in redis_endpoints(objects):
-        if isinstance(redis, Pod):
-            yield "another namespace to Redis", stranger, redis, 6379, "TCP"
-            yield "a non-server to Redis", neighbour, redis, 6379, "TCP"
+    redis = redis_endpoint(objects)
+    if isinstance(redis, Pod):
+        yield "another namespace to Redis", stranger, redis, 6379, "TCP"
+        yield "a non-server to Redis", neighbour, redis, 6379, "TCP"
 
 
 def blocked(objects, flows) -> list[str]:
@@ -205,6 +211,4 @@ def test_a_missing_policy_blocks_its_flow(policy, flow):
 
 def test_production_reaches_redis_only_in_its_subnet():
     for name in PRODUCTION:
-        objects = render(name)
-        (subnet,) = {peer["ipBlock"]["cidr"] for peer in one(objects, "NetworkPolicy", "allow-redis")["spec"]["egress"][0]["to"]}
-        assert ipaddress.ip_network(subnet).is_private, name
+        assert ipaddress.ip_network(managed_redis_subnet(render(name))).is_private, name

@@ -27,6 +27,7 @@ from kube.manifests import (
     image_references,
     of_kind,
     one,
+    pod_labels,
     pod_specs,
     render,
     render_path,
@@ -54,32 +55,24 @@ def secret_keys(objects) -> dict[str, set[str]]:
     return keys
 
 
+def dicts(node):
+    """Every mapping in a nested object, the object's own included."""
+    if isinstance(node, dict):
+        yield node
+        for child in node.values():
+            yield from dicts(child)
+    elif isinstance(node, list):
+        for child in node:
+            yield from dicts(child)
+
+
 def value_refs(objects):
     """(object, kind of the referenced object, name, key) of every configMapKeyRef/secretKeyRef."""
-    def walk(owner, node):
-        if isinstance(node, dict):
+    for obj in objects:
+        for node in dicts(obj.get("spec", {})):
             for field, kind in (("configMapKeyRef", "ConfigMap"), ("secretKeyRef", "Secret")):
                 if field in node:
-                    yield owner, kind, node[field]["name"], node[field]["key"]
-            for child in node.values():
-                yield from walk(owner, child)
-        elif isinstance(node, list):
-            for child in node:
-                yield from walk(owner, child)
-
-    for obj in objects:
-        yield from walk(ident(obj), obj.get("spec", {}))
-
-
-def pod_labels(objects) -> dict[str, dict]:
-    """Pod labels by workload: SpinApp pods (podLabels plus the operator's) and templates."""
-    labels = {
-        ident(app): {**app["spec"].get("podLabels", {}), "core.spinkube.dev/app-name": app["metadata"]["name"]}
-        for app in of_kind(objects, "SpinApp")
-    }
-    for obj, _ in pod_specs(objects):
-        labels[ident(obj)] = obj["spec"]["template"]["metadata"]["labels"]
-    return labels
+                    yield ident(obj), kind, node[field]["name"], node[field]["key"]
 
 
 @pytest.mark.parametrize(
@@ -268,21 +261,12 @@ def test_each_image_has_one_reference_and_is_pinned(name):
 def reads(workload: dict) -> dict[str, set[str]]:
     """The Secrets and ConfigMaps a workload reads, through key references, volumes or envFrom."""
     found = {"secret": set(), "configmap": set()}
-
-    def walk(node):
-        if isinstance(node, dict):
-            for field, kind, name in (("secretKeyRef", "secret", "name"), ("configMapKeyRef", "configmap", "name"),
-                                      ("secretRef", "secret", "name"), ("configMapRef", "configmap", "name"),
-                                      ("secret", "secret", "secretName"), ("configMap", "configmap", "name")):  # fmt: skip
-                if isinstance(node.get(field), dict) and name in node[field]:
-                    found[kind].add(node[field][name])
-            for child in node.values():
-                walk(child)
-        elif isinstance(node, list):
-            for child in node:
-                walk(child)
-
-    walk(workload["spec"])
+    for node in dicts(workload["spec"]):
+        for field, kind, name in (("secretKeyRef", "secret", "name"), ("configMapKeyRef", "configmap", "name"),
+                                  ("secretRef", "secret", "name"), ("configMapRef", "configmap", "name"),
+                                  ("secret", "secret", "secretName"), ("configMap", "configmap", "name")):  # fmt: skip
+            if isinstance(node.get(field), dict) and name in node[field]:
+                found[kind].add(node[field][name])
     return found
 
 
