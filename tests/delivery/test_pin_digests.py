@@ -90,20 +90,26 @@ def served_digest(reference: str) -> str:
         return response.headers["Docker-Content-Digest"]
 
 
+def pin(kustomization: str, names: dict[str, str], work: Path) -> subprocess.CompletedProcess:
+    """kube/pin-digests run on KUSTOMIZATIONS[kustomization] with our images renamed as
+    `names` says (into the test registry)."""
+    served = work / "served"
+    served.mkdir()
+    (served / "kustomization.yaml").write_text(yaml.safe_dump({
+        "resources": [os.path.relpath(KUSTOMIZATIONS[kustomization], served)],
+        "images": [{"name": image, "newName": name} for image, name in names.items()],
+    }))  # fmt: skip
+    return subprocess.run([str(PIN), str(served), str(work / "pinned")], capture_output=True, text=True,
+                          env={**os.environ, "SKOPEO_OPTIONS": "--tls-verify=false"})  # fmt: skip
+
+
 def test_every_image_run_by_tag_is_pinned_to_the_digest_its_registry_serves(registry, tmp_path):
     # The alternatives render runs both of our images: a SpinApp, a Deployment and an executor.
     tag = release_tag()
     local = {image: f"{registry}/{image.split('/', 1)[1]}" for image in (APP_IMAGE, HOST_IMAGE)}
     digests = {image: push_image(tmp_path / image.rsplit("/", 1)[1], f"{name}:{tag}", image)
                for image, name in local.items()}  # fmt: skip
-    served = tmp_path / "served"
-    served.mkdir()
-    (served / "kustomization.yaml").write_text(yaml.safe_dump({
-        "resources": [os.path.relpath(KUSTOMIZATIONS["alternatives"], served)],
-        "images": [{"name": image, "newName": name} for image, name in local.items()],
-    }))  # fmt: skip
-    pinned = subprocess.run([str(PIN), str(served), str(tmp_path / "pinned")], capture_output=True, text=True,
-                            env={**os.environ, "SKOPEO_OPTIONS": "--tls-verify=false"})  # fmt: skip
+    pinned = pin("alternatives", local, tmp_path)
     assert pinned.returncode == 0, pinned.stderr
     references = image_references(render_path(Path(pinned.stdout.strip())))
     ours = {ref for _, ref in references if ref.startswith(registry)}
@@ -114,14 +120,7 @@ def test_every_image_run_by_tag_is_pinned_to_the_digest_its_registry_serves(regi
 
 
 def test_an_image_the_registry_lacks_stops_the_pinning(registry, tmp_path):
-    served = tmp_path / "served"
-    served.mkdir()
-    (served / "kustomization.yaml").write_text(yaml.safe_dump({
-        "resources": [os.path.relpath(KUSTOMIZATIONS["dev"], served)],
-        "images": [{"name": APP_IMAGE, "newName": f"{registry}/greeter-dev/greeter"}],
-    }))  # fmt: skip
-    pinned = subprocess.run([str(PIN), str(served), str(tmp_path / "pinned")], capture_output=True, text=True,
-                            env={**os.environ, "SKOPEO_OPTIONS": "--tls-verify=false"})  # fmt: skip
+    pinned = pin("dev", {APP_IMAGE: f"{registry}/greeter-dev/greeter"}, tmp_path)
     assert pinned.returncode != 0
 
 
