@@ -9,9 +9,15 @@ use std::path::Path;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+/// A component ready to link, and whether its machine code came from the cache.
+pub struct Loaded {
+    pub component: Component,
+    pub from_cache: bool,
+}
+
 /// Compiles `source`, or loads the machine code compiled by an earlier start from
 /// `cache_dir`. The cache key covers the wasm bytes and the engine's compilation settings.
-pub fn load_component(engine: &Engine, source: &Path, cache_dir: &Path) -> Result<Component> {
+pub fn load_component(engine: &Engine, source: &Path, cache_dir: &Path) -> Result<Loaded> {
     let wasm =
         std::fs::read(source).with_context(|| format!("cannot read {}", source.display()))?;
     let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
@@ -24,7 +30,12 @@ pub fn load_component(engine: &Engine, source: &Path, cache_dir: &Path) -> Resul
         // SAFETY: the cache directory holds only files this host wrote with
         // `precompile_component` for the same engine settings (they are part of the key).
         match unsafe { Component::deserialize_file(engine, &cached) } {
-            Ok(component) => return Ok(component),
+            Ok(component) => {
+                return Ok(Loaded {
+                    component,
+                    from_cache: true,
+                });
+            }
             Err(error) => {
                 tracing::warn!(path = %cached.display(), "ignoring unusable compile cache entry: {error:#}")
             }
@@ -40,7 +51,11 @@ pub fn load_component(engine: &Engine, source: &Path, cache_dir: &Path) -> Resul
         tracing::warn!(path = %cached.display(), "cannot write the compile cache: {error:#}");
     }
     // SAFETY: the bytes were produced by `precompile_component` on this very engine.
-    Ok(unsafe { Component::deserialize(engine, &compiled) }?)
+    let component = unsafe { Component::deserialize(engine, &compiled) }?;
+    Ok(Loaded {
+        component,
+        from_cache: false,
+    })
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -6,6 +6,7 @@
 //! projection (`link`). `wasi:http@0.3` components will get their own pre-instantiated handler
 //! type beside `ProxyPre`.
 
+use crate::capabilities;
 use crate::capabilities::key_value::{self, KeyValueState, Stores};
 use crate::capabilities::outbound_http::{AllowedHosts, OutboundHttpState};
 use crate::capabilities::variables::{self, ComponentVariables, VariablesState};
@@ -46,6 +47,18 @@ pub struct Runtime {
     stores: Arc<Stores>,
     slots: Arc<Semaphore>,
     queue_timeout: Duration,
+}
+
+/// An instance slot, reported free when dropped.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    observer: Arc<dyn Observer>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.observer.slot_freed();
+    }
 }
 
 /// The `T` of each request's `Store<T>`: WASI's context and one field per capability.
@@ -98,8 +111,12 @@ pub enum Failure {
     Trap(wasmtime::Error),
 }
 
-/// What the runtime reports to the metrics and the log.
-pub trait Observer: Send + Sync {
+/// What the runtime reports to the metrics and the log, besides what its instances' capabilities
+/// report.
+pub trait Observer: capabilities::Observer {
+    /// A request got an instance slot after waiting `waited` for it.
+    fn slot_taken(&self, waited: Duration);
+    fn slot_freed(&self);
     fn instantiated(&self);
     /// A guest failed (trap or deadline), before or after its response head was sent.
     fn guest_failed(&self, failure: &Failure);
@@ -155,12 +172,19 @@ impl Runtime {
         let wait = self
             .queue_timeout
             .min(deadline.saturating_duration_since(Instant::now()));
-        let slot = tokio::time::timeout(wait, self.slots.clone().acquire_owned())
+        let waiting = Instant::now();
+        let permit = tokio::time::timeout(wait, self.slots.clone().acquire_owned())
             .await
             .map_err(|_| Failure::Overloaded)?
             .expect("the instance semaphore is never closed");
+        observer.slot_taken(waiting.elapsed());
+        let slot = Slot {
+            _permit: permit,
+            observer: observer.clone(),
+        };
         let component = &self.components[index];
-        let mut store = Store::new(&self.engine, self.instance_state(&component.context));
+        let state = self.instance_state(&component.context, observer.clone());
+        let mut store = Store::new(&self.engine, state);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             // Yield to other requests every tick; stop the guest at the deadline.
@@ -213,7 +237,11 @@ impl Runtime {
         }
     }
 
-    fn instance_state(&self, context: &ComponentContext) -> InstanceState {
+    fn instance_state(
+        &self,
+        context: &ComponentContext,
+        observer: Arc<dyn Observer>,
+    ) -> InstanceState {
         InstanceState {
             wasi: WasiCtx::builder()
                 .inherit_stdout()
@@ -222,7 +250,7 @@ impl Runtime {
                 .build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            outbound_http: OutboundHttpState::new(context.allowed_hosts.clone()),
+            outbound_http: OutboundHttpState::new(context.allowed_hosts.clone(), observer),
             key_value: KeyValueState::new(self.stores.clone(), context.granted_stores.clone()),
             variables: VariablesState(context.variables.clone()),
         }
@@ -238,7 +266,7 @@ type ResponseOutparam =
 /// failures, and the flag its response body reads.
 struct Supervision {
     deadline: Instant,
-    _slot: OwnedSemaphorePermit,
+    _slot: Slot,
     observer: Arc<dyn Observer>,
     outcome: Arc<AtomicU8>,
 }

@@ -6,9 +6,37 @@
 //! Adding a host interface: a module here with `add_to_linker`, and one line in
 //! `runtime::link`.
 
+use std::time::Duration;
+
 /// `fermyon:spin/key-value@2.0.0`: labelled stores on SQLite or Redis.
 pub mod key_value;
 /// Outbound `wasi:http`: `allowed_outbound_hosts` and Spin's error codes.
 pub mod outbound_http;
 /// `fermyon:spin/variables@2.0.0`: application variables and component templates.
 pub mod variables;
+
+/// What the capabilities report about the calls they make on a component's behalf (the
+/// metrics listen); they know nothing of who listens.
+pub trait Observer: Send + Sync {
+    /// A key-value call on store `store` (backend `sqlite` or `redis`) ended.
+    fn key_value_call(&self, call: KeyValueCall<'_>, elapsed: Duration);
+    /// An outbound request got its response head (`Some(status)`) or failed (`None`).
+    fn outbound_request(&self, server_address: &str, status: Option<u16>, elapsed: Duration);
+}
+
+pub struct KeyValueCall<'a> {
+    pub store: &'a str,
+    pub backend: &'static str,
+    pub operation: &'static str,
+    pub ok: bool,
+}
+
+/// For tests of one capability, where nobody listens.
+#[cfg(test)]
+pub struct Unobserved;
+
+#[cfg(test)]
+impl Observer for Unobserved {
+    fn key_value_call(&self, _: KeyValueCall<'_>, _: Duration) {}
+    fn outbound_request(&self, _: &str, _: Option<u16>, _: Duration) {}
+}

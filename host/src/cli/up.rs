@@ -156,9 +156,12 @@ async fn up(args: UpArgs, listener: std::net::TcpListener) -> Result<()> {
     let variables = AppVariables::resolve(declared, &runtime_config.variable_providers, |key| {
         std::env::var(key).ok()
     })?;
+    let metrics = Arc::new(Metrics::default());
+    metrics.instance_slots(args.max_instances);
     let stores = Arc::new(Stores::open(
         &runtime_config.key_value_stores,
         state_dir.as_deref(),
+        metrics.clone(),
     )?);
     let engine = build_engine(&EngineLimits {
         max_instances: args.max_instances,
@@ -189,8 +192,9 @@ async fn up(args: UpArgs, listener: std::net::TcpListener) -> Result<()> {
                 decl.source.display()
             );
         }
-        let component = load_component(&engine, &decl.source, &compile_cache)
+        let loaded = load_component(&engine, &decl.source, &compile_cache)
             .with_context(|| format!("component `{id}`"))?;
+        metrics.compile_cache_lookup(loaded.from_cache);
         let allowed: Vec<String> = decl
             .allowed_outbound_hosts
             .iter()
@@ -211,7 +215,7 @@ async fn up(args: UpArgs, listener: std::net::TcpListener) -> Result<()> {
                 .chain(args.env.iter().cloned())
                 .collect(),
         };
-        indices.insert(id, runtime.add_component(&component, context)?);
+        indices.insert(id, runtime.add_component(&loaded.component, context)?);
     }
     let (router, duplicates) = Router::build(app.http_triggers.iter().filter_map(|t| {
         let id = t.component.as_str();
@@ -239,7 +243,6 @@ async fn up(args: UpArgs, listener: std::net::TcpListener) -> Result<()> {
     let address = listener.local_addr()?;
     let shutdown = shutdown_signal(args.shutdown_delay);
     print_routes(address, &router, &indices);
-    let metrics = Arc::new(Metrics::default());
     if let Some(metrics_address) = args.metrics_listen {
         serve_metrics(metrics_address, metrics.clone()).await?;
     }

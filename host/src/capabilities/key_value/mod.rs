@@ -21,7 +21,10 @@ pub use bindings::fermyon::spin::key_value::Error;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 use wasmtime::component::{HasSelf, Linker, Resource};
+
+use super::{KeyValueCall, Observer};
 
 use redis::RedisStore;
 use sqlite::{Applied, Change, SqliteDb};
@@ -58,10 +61,25 @@ pub enum StoreConfig {
     },
 }
 
-/// One labelled store.
-enum Backend {
-    Sqlite { db: Arc<SqliteDb>, label: String },
+/// One labelled store: where its data lives, and who hears of its calls.
+struct Backend {
+    label: String,
+    kind: Kind,
+    observer: Arc<dyn Observer>,
+}
+
+enum Kind {
+    Sqlite(Arc<SqliteDb>),
     Redis(RedisStore),
+}
+
+impl Kind {
+    fn name(&self) -> &'static str {
+        match self {
+            Kind::Sqlite(_) => "sqlite",
+            Kind::Redis(_) => "redis",
+        }
+    }
 }
 
 /// Every configured store, opened once at start-up and shared by all instances.
@@ -77,6 +95,7 @@ impl Stores {
     pub fn open(
         configured: &HashMap<String, StoreConfig>,
         state_dir: Option<&Path>,
+        observer: Arc<dyn Observer>,
     ) -> Result<Stores> {
         let mut configs = configured.clone();
         configs.entry("default".to_string()).or_insert_with(|| {
@@ -85,26 +104,27 @@ impl Stores {
         let mut files: HashMap<PathBuf, Arc<SqliteDb>> = HashMap::new();
         let mut backends = HashMap::new();
         for (label, config) in configs {
-            let backend = match config {
+            let kind = match config {
                 StoreConfig::Sqlite(Some(path)) => {
                     let db = match files.get(&path) {
                         Some(db) => db.clone(),
                         None => Arc::new(SqliteDb::open_file(&path)?),
                     };
                     files.insert(path, db.clone());
-                    Backend::Sqlite {
-                        db,
-                        label: label.clone(),
-                    }
+                    Kind::Sqlite(db)
                 }
-                StoreConfig::Sqlite(None) => Backend::Sqlite {
-                    db: Arc::new(SqliteDb::open_in_memory(&label)?),
-                    label: label.clone(),
-                },
-                StoreConfig::Redis { url, password_env } => Backend::Redis(
+                StoreConfig::Sqlite(None) => {
+                    Kind::Sqlite(Arc::new(SqliteDb::open_in_memory(&label)?))
+                }
+                StoreConfig::Redis { url, password_env } => Kind::Redis(
                     RedisStore::new(&url, password_env.as_deref())
                         .with_context(|| format!("[key_value_store.{label}]"))?,
                 ),
+            };
+            let backend = Backend {
+                label: label.clone(),
+                kind,
+                observer: observer.clone(),
             };
             backends.insert(label, Arc::new(backend));
         }
@@ -208,30 +228,57 @@ fn remove<T>(table: &mut [Option<T>], rep: u32) -> wasmtime::Result<T> {
 }
 
 impl Backend {
+    /// Runs one call of `operation` against this store, timed for the observer.
+    async fn timed<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        let started = Instant::now();
+        let result = call.await;
+        let call = KeyValueCall {
+            store: &self.label,
+            backend: self.kind.name(),
+            operation,
+            ok: result.is_ok(),
+        };
+        self.observer.key_value_call(call, started.elapsed());
+        result
+    }
+
     async fn get(&self, key: String, limit: usize) -> Result<Option<Vec<u8>>, Error> {
-        let value = match self {
-            Backend::Sqlite { db, label } => db.get(label, key).await,
-            Backend::Redis(redis) => redis.get(&key).await,
-        }?;
-        let size = size_of::<Option<Vec<u8>>>() + value.as_ref().map_or(0, Vec::len);
-        if size > limit {
-            return Err(too_large(limit));
-        }
-        Ok(value)
+        self.timed("get", async {
+            let value = match &self.kind {
+                Kind::Sqlite(db) => db.get(&self.label, key).await,
+                Kind::Redis(redis) => redis.get(&key).await,
+            }?;
+            let size = size_of::<Option<Vec<u8>>>() + value.as_ref().map_or(0, Vec::len);
+            if size > limit {
+                return Err(too_large(limit));
+            }
+            Ok(value)
+        })
+        .await
     }
 
     async fn exists(&self, key: String) -> Result<bool, Error> {
-        match self {
-            Backend::Sqlite { db, label } => db.exists(label, key).await,
-            Backend::Redis(redis) => redis.exists(&key).await,
-        }
+        self.timed("exists", async {
+            match &self.kind {
+                Kind::Sqlite(db) => db.exists(&self.label, key).await,
+                Kind::Redis(redis) => redis.exists(&key).await,
+            }
+        })
+        .await
     }
 
     async fn get_keys(&self, limit: usize) -> Result<Vec<String>, Error> {
-        match self {
-            Backend::Sqlite { db, label } => db.get_keys(label, limit).await,
-            Backend::Redis(redis) => redis.get_keys(limit).await,
-        }
+        self.timed("get_keys", async {
+            match &self.kind {
+                Kind::Sqlite(db) => db.get_keys(&self.label, limit).await,
+                Kind::Redis(redis) => redis.get_keys(limit).await,
+            }
+        })
+        .await
     }
 
     async fn get_many(
@@ -239,50 +286,71 @@ impl Backend {
         keys: Vec<String>,
         limit: usize,
     ) -> Result<Vec<(String, Option<Vec<u8>>)>, Error> {
-        match self {
-            Backend::Sqlite { db, label } => db.get_many(label, keys, limit).await,
-            Backend::Redis(redis) => {
-                let found = redis.get_many(keys).await?;
-                let mut total = size_of::<Vec<(String, Option<Vec<u8>>)>>();
-                for (key, value) in &found {
-                    count_pair(&mut total, key, value.as_ref(), limit)?;
+        self.timed("get_many", async {
+            match &self.kind {
+                Kind::Sqlite(db) => db.get_many(&self.label, keys, limit).await,
+                Kind::Redis(redis) => {
+                    let found = redis.get_many(keys).await?;
+                    let mut total = size_of::<Vec<(String, Option<Vec<u8>>)>>();
+                    for (key, value) in &found {
+                        count_pair(&mut total, key, value.as_ref(), limit)?;
+                    }
+                    Ok(found)
                 }
-                Ok(found)
             }
-        }
+        })
+        .await
     }
 
     async fn set(&self, key: String, value: Vec<u8>) -> Result<(), Error> {
-        match self {
-            Backend::Sqlite { .. } => self.set_many(vec![(key, value)]).await,
-            Backend::Redis(redis) => redis.set(&key, value).await,
-        }
+        self.timed("set", async {
+            match &self.kind {
+                Kind::Sqlite(db) => db
+                    .apply(&self.label, Change::Put(vec![(key, value)]))
+                    .await
+                    .map(drop),
+                Kind::Redis(redis) => redis.set(&key, value).await,
+            }
+        })
+        .await
     }
 
     async fn set_many(&self, pairs: Vec<(String, Vec<u8>)>) -> Result<(), Error> {
-        match self {
-            Backend::Sqlite { db, label } => db.apply(label, Change::Put(pairs)).await.map(drop),
-            Backend::Redis(redis) => redis.set_many(pairs).await,
-        }
+        self.timed("set_many", async {
+            match &self.kind {
+                Kind::Sqlite(db) => db.apply(&self.label, Change::Put(pairs)).await.map(drop),
+                Kind::Redis(redis) => redis.set_many(pairs).await,
+            }
+        })
+        .await
     }
 
     async fn delete_many(&self, keys: Vec<String>) -> Result<(), Error> {
-        match self {
-            Backend::Sqlite { db, label } => db.apply(label, Change::Remove(keys)).await.map(drop),
-            Backend::Redis(redis) => redis.delete_many(keys).await,
-        }
+        self.timed("delete_many", async {
+            match &self.kind {
+                Kind::Sqlite(db) => db.apply(&self.label, Change::Remove(keys)).await.map(drop),
+                Kind::Redis(redis) => redis.delete_many(keys).await,
+            }
+        })
+        .await
     }
 
     async fn increment(&self, key: String, delta: i64) -> Result<i64, Error> {
-        match self {
-            Backend::Sqlite { db, label } => {
-                match db.apply(label, Change::Increment { key, delta }).await? {
-                    Applied::Counted(sum) => Ok(sum),
-                    other => Err(backend_error(format!("unexpected {other:?}"))),
+        self.timed("increment", async {
+            match &self.kind {
+                Kind::Sqlite(db) => {
+                    match db
+                        .apply(&self.label, Change::Increment { key, delta })
+                        .await?
+                    {
+                        Applied::Counted(sum) => Ok(sum),
+                        other => Err(backend_error(format!("unexpected {other:?}"))),
+                    }
                 }
+                Kind::Redis(redis) => redis.increment(&key, delta).await,
             }
-            Backend::Redis(redis) => redis.increment(&key, delta).await,
-        }
+        })
+        .await
     }
 
     /// Writes `value` if `key` still holds `expected` (`None`: is absent); whether it wrote.
@@ -292,20 +360,23 @@ impl Backend {
         expected: Option<Vec<u8>>,
         value: Vec<u8>,
     ) -> Result<bool, Error> {
-        match self {
-            Backend::Sqlite { db, label } => {
-                let change = Change::Swap {
-                    key,
-                    expected,
-                    value,
-                };
-                match db.apply(label, change).await? {
-                    Applied::Swapped(written) => Ok(written),
-                    other => Err(backend_error(format!("unexpected {other:?}"))),
+        self.timed("swap", async {
+            match &self.kind {
+                Kind::Sqlite(db) => {
+                    let change = Change::Swap {
+                        key,
+                        expected,
+                        value,
+                    };
+                    match db.apply(&self.label, change).await? {
+                        Applied::Swapped(written) => Ok(written),
+                        other => Err(backend_error(format!("unexpected {other:?}"))),
+                    }
                 }
+                Kind::Redis(redis) => redis.swap(&key, expected, value).await,
             }
-            Backend::Redis(redis) => redis.swap(&key, expected, value).await,
-        }
+        })
+        .await
     }
 }
 
@@ -363,7 +434,12 @@ fn add_share(total: &mut usize, share: usize, limit: usize) -> Result<(), Error>
 #[cfg(test)]
 fn test_state(granted: &[&str], dir: &Path) -> KeyValueState {
     let configured = HashMap::from([("cache".to_string(), StoreConfig::Sqlite(None))]);
-    let stores = Stores::open(&configured, Some(dir)).unwrap();
+    let stores = Stores::open(
+        &configured,
+        Some(dir),
+        Arc::new(crate::capabilities::Unobserved),
+    )
+    .unwrap();
     KeyValueState::new(
         Arc::new(stores),
         granted.iter().map(|s| s.to_string()).collect(),
@@ -454,7 +530,12 @@ mod tests {
     #[test]
     fn grants_of_unconfigured_labels_fail_at_start_up() {
         let dir = tempfile::tempdir().unwrap();
-        let stores = Stores::open(&HashMap::new(), Some(dir.path())).unwrap();
+        let stores = Stores::open(
+            &HashMap::new(),
+            Some(dir.path()),
+            Arc::new(crate::capabilities::Unobserved),
+        )
+        .unwrap();
         assert!(stores.check_grants("web", &["default".into()]).is_ok());
         let error = stores
             .check_grants("web", &["cache".into()])

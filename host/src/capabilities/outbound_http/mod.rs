@@ -11,11 +11,13 @@
 
 mod send;
 
+use super::Observer;
 use anyhow::{Context, Result, bail, ensure};
 use ipnet::IpNet;
 use std::net::IpAddr;
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Instant;
 use url::Host;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
@@ -245,11 +247,12 @@ fn parse_ports(port: &str, scheme: &str) -> Result<Option<PortPattern>> {
 /// request before wasmtime's client sends it.
 pub struct OutboundHttpState {
     allowed: Arc<AllowedHosts>,
+    observer: Arc<dyn Observer>,
 }
 
 impl OutboundHttpState {
-    pub fn new(allowed: Arc<AllowedHosts>) -> OutboundHttpState {
-        OutboundHttpState { allowed }
+    pub fn new(allowed: Arc<AllowedHosts>, observer: Arc<dyn Observer>) -> OutboundHttpState {
+        OutboundHttpState { allowed, observer }
     }
 }
 
@@ -276,10 +279,19 @@ impl WasiHttpHooks for OutboundHttpState {
             tracing::warn!(uri = %request.uri(), "outbound request denied: not in allowed_outbound_hosts");
             return Box::new(async { Err(Error::HttpRequestDenied) });
         }
+        let observer = self.observer.clone();
+        let server_address = request.uri().host().unwrap_or_default().to_string();
         Box::new(async move {
-            send::send(request, options)
+            let started = Instant::now();
+            let sent = send::send(request, options)
                 .await
-                .map_err(as_spin_reports_it)
+                .map_err(as_spin_reports_it);
+            let status = sent
+                .as_ref()
+                .ok()
+                .map(|(response, _)| response.status().as_u16());
+            observer.outbound_request(&server_address, status, started.elapsed());
+            sent
         })
     }
 }
