@@ -21,6 +21,8 @@ mod runtime;
 mod runtime_config;
 /// The HTTP front: listener, routing, limits, accounting, graceful drain.
 mod server;
+/// OpenTelemetry traces over OTLP, configured by the `OTEL_*` environment as Spin's are.
+mod traces;
 
 fn main() -> std::process::ExitCode {
     match cli::run() {

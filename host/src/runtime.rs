@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tracing::Instrument;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -183,6 +184,7 @@ impl Runtime {
             observer: observer.clone(),
         };
         let component = &self.components[index];
+        tracing::Span::current().record("spin.component_id", component.context.id.as_str());
         let state = self.instance_state(&component.context, observer.clone());
         let mut store = Store::new(&self.engine, state);
         store.set_epoch_deadline(1);
@@ -210,7 +212,8 @@ impl Runtime {
             observer: observer.clone(),
             outcome: outcome.clone(),
         };
-        let guest = tokio::spawn(run_guest(pre, store, request, outparam, supervision));
+        let guest =
+            tokio::spawn(run_guest(pre, store, request, outparam, supervision).in_current_span());
         // Failures the guest task cannot see: it returned cleanly, but without a response.
         let protocol_failure = |message: String| {
             let failure = Failure::Trap(wasmtime::Error::msg(message));

@@ -7,6 +7,7 @@ mod source;
 mod units;
 mod up;
 
+use crate::traces::{self, Traces};
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -44,18 +45,25 @@ enum LogFormat {
     Json,
 }
 
-fn init_logging(format: LogFormat) {
+/// The log on stderr (events only, filtered by `RUST_LOG`) and, when configured, the traces.
+fn init_logging(format: LogFormat, traces: Option<&Traces>) {
+    use tracing_subscriber::filter::{FilterExt, filter_fn};
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn")
     });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let shown = filter.and(filter_fn(traces::logged));
+    let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
+    let log = match format {
+        LogFormat::Text => log.with_filter(shown).boxed(),
+        LogFormat::Json => log.json().flatten_event(true).with_filter(shown).boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(traces.map(Traces::layer))
+        .with(log)
+        .init();
 }
 
 /// Builds the async runtime and runs `work` on it.

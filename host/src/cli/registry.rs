@@ -64,7 +64,7 @@ pub struct LoginArgs {
 }
 
 pub fn run(command: RegistryCommand) -> Result<()> {
-    init_logging(LogFormat::Text);
+    init_logging(LogFormat::Text, None);
     block_on(async {
         match command {
             RegistryCommand::Push(args) => push(args).await,

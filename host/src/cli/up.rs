@@ -17,6 +17,7 @@ use crate::runtime::{ComponentContext, Runtime};
 use crate::runtime_config::RuntimeConfig;
 use crate::server::routing::{Router, WELL_KNOWN_PREFIX};
 use crate::server::{Server, ServerLimits, listener};
+use crate::traces::Traces;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use std::collections::BTreeMap;
@@ -103,10 +104,17 @@ pub struct UpArgs {
 }
 
 pub fn run(args: UpArgs) -> Result<()> {
-    init_logging(args.log_format);
     // First, on the main thread, before any other thread exists (see server::listener).
     let listener = listener::bind(args.listen)?;
-    block_on(up(args, listener))
+    block_on(async move {
+        let traces = Traces::from_env()?;
+        init_logging(args.log_format, traces.as_ref());
+        let served = up(args, listener).await;
+        if let Some(traces) = traces {
+            traces.shutdown().await;
+        }
+        served
+    })
 }
 
 impl UpArgs {

@@ -6,6 +6,7 @@
 //! line is written, with the whole duration and how the response ended.
 
 use crate::metrics::Metrics;
+use crate::traces;
 use hyper::body::{Body, Bytes, Frame, SizeHint};
 use hyper::{Method, Uri};
 use std::net::SocketAddr;
@@ -34,6 +35,8 @@ pub struct RequestRecord {
     status: Option<u16>,
     body_bytes: u64,
     ending: Ending,
+    /// The request's span (disabled when traces are off), ended with the record.
+    span: tracing::Span,
 }
 
 /// How the response ended, for the log.
@@ -59,7 +62,12 @@ impl RequestRecord {
             status: None,
             body_bytes: 0,
             ending: Ending::Cut,
+            span: tracing::Span::none(),
         }
+    }
+
+    pub fn trace(&mut self, span: tracing::Span) {
+        self.span = span;
     }
 
     pub fn arrived(&self) -> Instant {
@@ -67,6 +75,10 @@ impl RequestRecord {
     }
 
     pub fn set_route(&mut self, route: Arc<str>) {
+        if !self.span.is_disabled() {
+            self.span.record("http.route", &*route);
+            traces::rename(&self.span, format!("{} {route}", self.method));
+        }
         self.route = Some(route);
     }
 
@@ -81,6 +93,11 @@ impl RequestRecord {
     {
         let status = response.status();
         self.status = Some(status.as_u16());
+        self.span
+            .record("http.response.status_code", status.as_u16());
+        if status.is_server_error() {
+            self.span.record("otel.status_code", "ERROR");
+        }
         self.metrics
             .observe_head(self.route(), self.started.elapsed());
         // hyper never polls these bodies: nothing of them is sent.

@@ -13,6 +13,7 @@ pub mod routing;
 
 use crate::metrics::Metrics;
 use crate::runtime::{Failure, ResponseBody, Runtime};
+use crate::traces;
 use accounting::{AccountedBody, RequestRecord};
 use bytes::BytesMut;
 use futures_util::FutureExt;
@@ -30,6 +31,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 /// Limits applied by the server itself, before a component is involved.
 #[derive(Debug, Clone)]
@@ -112,8 +114,25 @@ impl Server {
         request: Request<Incoming>,
         peer: SocketAddr,
     ) -> Result<Response<AccountedBody<ResponseBody>>, Infallible> {
+        // Spin's span and attributes; the route, component and status are recorded as known.
+        let span = tracing::info_span!(
+            "spin_trigger_http.handle_http_request",
+            otel.kind = "server",
+            otel.name = %request.method(),
+            otel.status_code = tracing::field::Empty,
+            http.request.method = %request.method(),
+            url.path = request.uri().path(),
+            url.query = request.uri().query().unwrap_or(""),
+            network.peer.address = %peer.ip(),
+            network.peer.port = peer.port(),
+            http.route = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+            spin.component_id = tracing::field::Empty,
+        );
+        traces::continue_trace(&span, request.headers());
         let mut record = RequestRecord::start(&self.metrics, request.method(), request.uri(), peer);
-        let dispatch = self.dispatch(request, &mut record, peer);
+        record.trace(span.clone());
+        let dispatch = self.dispatch(request, &mut record, peer).instrument(span);
         let response = contain_panic(dispatch, &self.metrics).await;
         Ok(record.head(response))
     }

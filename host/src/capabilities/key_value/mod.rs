@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument;
 use wasmtime::component::{HasSelf, Linker, Resource};
 
 use super::{KeyValueCall, Observer};
@@ -234,8 +235,20 @@ impl Backend {
         operation: &'static str,
         call: impl Future<Output = Result<T, Error>>,
     ) -> Result<T, Error> {
+        // Spin's span for the call: `spin_key_value.<operation>`, a client of the store.
+        let span = tracing::info_span!(
+            "spin_key_value.call",
+            otel.kind = "client",
+            otel.name = format!("spin_key_value.{operation}"),
+            otel.status_code = tracing::field::Empty,
+            kv.backend = self.kind.name(),
+            kv.store = self.label.as_str(),
+        );
         let started = Instant::now();
-        let result = call.await;
+        let result = call.instrument(span.clone()).await;
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
         let call = KeyValueCall {
             store: &self.label,
             backend: self.kind.name(),

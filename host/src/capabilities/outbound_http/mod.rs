@@ -14,10 +14,13 @@ mod send;
 use super::Observer;
 use anyhow::{Context, Result, bail, ensure};
 use ipnet::IpNet;
+use opentelemetry_http::HeaderInjector;
 use std::net::IpAddr;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use url::Host;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
@@ -271,7 +274,7 @@ type ResponseFuture = Box<
 impl WasiHttpHooks for OutboundHttpState {
     fn send_request(
         &mut self,
-        request: http::Request<WasiBody>,
+        mut request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         _response_errors: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> ResponseFuture {
@@ -281,19 +284,51 @@ impl WasiHttpHooks for OutboundHttpState {
         }
         let observer = self.observer.clone();
         let server_address = request.uri().host().unwrap_or_default().to_string();
-        Box::new(async move {
-            let started = Instant::now();
-            let sent = send::send(request, options)
-                .await
-                .map_err(as_spin_reports_it);
-            let status = sent
-                .as_ref()
-                .ok()
-                .map(|(response, _)| response.status().as_u16());
-            observer.outbound_request(&server_address, status, started.elapsed());
-            sent
-        })
+        let span = tracing::info_span!(
+            "spin_outbound_http.send_request",
+            otel.kind = "client",
+            otel.name = %request.method(),
+            otel.status_code = tracing::field::Empty,
+            http.request.method = %request.method(),
+            url.full = %request.uri(),
+            server.address = server_address.as_str(),
+            server.port = request.uri().port_u16(),
+            http.response.status_code = tracing::field::Empty,
+        );
+        propagate_trace(&span, &mut request);
+        Box::new(
+            async move {
+                let started = Instant::now();
+                let sent = send::send(request, options)
+                    .await
+                    .map_err(as_spin_reports_it);
+                let status = sent
+                    .as_ref()
+                    .ok()
+                    .map(|(response, _)| response.status().as_u16());
+                let span = tracing::Span::current();
+                match status {
+                    Some(code) => span.record("http.response.status_code", code),
+                    None => span.record("otel.status_code", "ERROR"),
+                };
+                observer.outbound_request(&server_address, status, started.elapsed());
+                sent
+            }
+            .instrument(span),
+        )
     }
+}
+
+/// The W3C `traceparent` of `span` on the outgoing request, as Spin sends it; nothing when
+/// traces are off.
+fn propagate_trace(span: &tracing::Span, request: &mut http::Request<WasiBody>) {
+    if span.is_disabled() {
+        return;
+    }
+    let context = span.context();
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut HeaderInjector(request.headers_mut()))
+    });
 }
 
 /// Spin reports a name that does not resolve as `DNS-error` with rcode "address not
