@@ -164,23 +164,26 @@ fn post_with_traceparent(host: &Host, path: &str, body: &str) -> u16 {
     answer.split(' ').nth(1).unwrap().parse().unwrap()
 }
 
-#[test]
-fn requests_key_value_calls_and_outbound_requests_are_spans_of_the_clients_trace() {
+/// A greeting written and an upload refused by its S3 endpoint, each sent with the client's
+/// `traceparent`, by the app with `otel` set: the collector and the S3 endpoint, and what
+/// must outlive them.
+fn greet_and_upload(otel: &[(&str, &str)]) -> (Receiver, Receiver, Host, tempfile::TempDir) {
     let state = tempfile::tempdir().unwrap();
     let collector = Receiver::start("200 OK");
     let upstream = Receiver::start("503 Service Unavailable");
-    let host = traced_host(
-        state.path(),
-        &collector,
-        &upstream,
-        &[("OTEL_SERVICE_NAME", "greeter-test")],
-    );
-
+    let host = traced_host(state.path(), &collector, &upstream, otel);
     assert_eq!(
         post_with_traceparent(&host, "/api/greetings", r#"{"name":"Ada"}"#),
         201
     );
     assert_eq!(post_with_traceparent(&host, "/api/upload-random", ""), 502);
+    (collector, upstream, host, state)
+}
+
+#[test]
+fn requests_key_value_calls_and_outbound_requests_are_spans_of_the_clients_trace() {
+    let (collector, upstream, _host, _state) =
+        greet_and_upload(&[("OTEL_SERVICE_NAME", "greeter-test")]);
 
     let mut spans = Vec::new();
     eventually("the spans of both requests exported", || {
@@ -273,20 +276,7 @@ fn requests_key_value_calls_and_outbound_requests_are_spans_of_the_clients_trace
 
 #[test]
 fn nothing_is_exported_when_the_sdk_is_disabled() {
-    let state = tempfile::tempdir().unwrap();
-    let collector = Receiver::start("200 OK");
-    let upstream = Receiver::start("503 Service Unavailable");
-    let host = traced_host(
-        state.path(),
-        &collector,
-        &upstream,
-        &[("OTEL_SDK_DISABLED", "true")],
-    );
-    assert_eq!(
-        post_with_traceparent(&host, "/api/greetings", r#"{"name":"Ada"}"#),
-        201
-    );
-    assert_eq!(post_with_traceparent(&host, "/api/upload-random", ""), 502);
+    let (collector, upstream, _host, _state) = greet_and_upload(&[("OTEL_SDK_DISABLED", "true")]);
     std::thread::sleep(Duration::from_millis(500));
     assert!(collector.headers().is_empty(), "{:?}", collector.headers());
     assert!(

@@ -5,12 +5,14 @@ selects is open in that direction) run over each render's policies.
 
 Flows: the gateway's proxies to the servers (SpinApp pods on 80, greeter-host on 8080), the
 servers to DNS, to Redis (dev: the in-cluster pods; prod: the managed subnet) and to S3
-(HTTPS to public addresses), Prometheus to greeter-host's metrics. cert-manager needs none:
-its DNS-01 challenges never reach the namespace.
+(HTTPS to public addresses), Prometheus to greeter-host's metrics, the SpinApp's pods to the
+OpenTelemetry Collector their executor names. cert-manager needs none: its DNS-01 challenges
+never reach the namespace.
 """
 
 import ipaddress
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -141,6 +143,20 @@ def redis_endpoint(objects):
     return Address(str(next(ipaddress.ip_network(managed_redis_subnet(objects)).hosts())))
 
 
+def otlp_endpoint(objects, app: dict) -> str | None:
+    """Where a SpinApp's executor has its pods send their telemetry (OTLP), if anywhere."""
+    executor = one(objects, "SpinAppExecutor", app["spec"]["executor"])
+    return executor["spec"].get("deploymentConfig", {}).get("otel", {}).get("exporter_otlp_endpoint")
+
+
+def collector(endpoint: str) -> tuple[Pod, int]:
+    """The OpenTelemetry Collector's pod behind an endpoint URL naming its Service
+    (`http://<service>.<namespace>.svc...:<port>`), as its Helm chart labels it."""
+    url = urlsplit(endpoint)
+    namespace = url.hostname.split(".")[1]
+    return Pod(namespace, {"app.kubernetes.io/name": "opentelemetry-collector"}, "OpenTelemetry Collector"), url.port
+
+
 def needed_flows(name: str, objects):
     """(what, source, destination, port, protocol) of every flow the system needs."""
     proxies = Pod(gateway_values(KUSTOMIZATIONS[name])["proxiesNamespace"], {"app": "gateway-proxy"}, "gateway proxy")
@@ -156,6 +172,13 @@ def needed_flows(name: str, objects):
         if obj["metadata"]["name"] == "greeter-host":
             scraper = Pod(MONITORING, {"app.kubernetes.io/name": "prometheus"}, "Prometheus")
             yield "metrics scrape", scraper, workload_pod(objects, ident(obj)), 9090, "TCP"
+    for app in of_kind(objects, "SpinApp"):
+        if endpoint := otlp_endpoint(objects, app):
+            yield "telemetry to the collector", workload_pod(objects, ident(app)), *collector(endpoint), "TCP"
+    for obj, spec in pod_specs(objects):
+        env = {var["name"]: var.get("value") for c in spec["containers"] for var in c.get("env", [])}
+        if endpoint := env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+            yield "telemetry to the collector", workload_pod(objects, ident(obj)), *collector(endpoint), "TCP"
 
 
 def unwanted_flows(name: str, objects):
@@ -167,6 +190,7 @@ def unwanted_flows(name: str, objects):
         yield "another namespace to a server", stranger, server, port, "TCP"
         yield "a server to a private address", server, Address("10.99.0.1"), 443, "TCP"
         yield "a server to Redis on the internet", server, Address(PUBLIC_ADDRESS), 6379, "TCP"
+        yield "a server to another pod of the monitoring namespace", server, Pod(MONITORING, {"app.kubernetes.io/name": "grafana"}, "Grafana"), 3000, "TCP"
     redis = redis_endpoint(objects)
     if isinstance(redis, Pod):
         yield "another namespace to Redis", stranger, redis, 6379, "TCP"
@@ -185,6 +209,12 @@ def test_every_flow_the_system_needs_passes(name):
     objects = render(name)
     flows = list(needed_flows(name, objects))
     assert {what for what, *_ in flows} >= {"gateway to server", "DNS over UDP", "server to Redis", "S3 over HTTPS"}
+    # Spin in the shim and greeter-host's Deployment send telemetry to the collector
+    # (components/monitoring).
+    if any(app["spec"]["executor"] == "containerd-shim-spin" for app in of_kind(objects, "SpinApp")):
+        assert "telemetry to the collector" in {what for what, *_ in flows}
+    if any(obj["metadata"]["name"] == "greeter-host" for obj, _ in pod_specs(objects)):
+        assert "telemetry to the collector" in {what for what, *_ in flows}
     assert blocked(objects, flows) == []
 
 
@@ -202,6 +232,7 @@ def test_flows_the_system_does_not_need_are_stopped(name):
         ("allow-from-gateway", "gateway to server"),
         ("allow-redis", "server to Redis"),
         ("allow-metrics-scrape", "metrics scrape"),
+        ("allow-otlp", "telemetry to the collector"),
     ],
 )
 def test_a_missing_policy_blocks_its_flow(policy, flow):

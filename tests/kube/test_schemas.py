@@ -44,6 +44,10 @@ BROKEN = [
      ("spec", "endpoints", 0, "scrapePath"), "/metrics"),
     ("unknown ExternalSecret field", "eu", "ExternalSecret", "greeter-redis",
      ("spec", "target", "secretName"), "greeter-redis"),
+    ("unknown PrometheusRule field", "us", "PrometheusRule", "greeter",
+     ("spec", "groups", 0, "evaluation_interval"), "1m"),
+    ("unknown executor telemetry field", "prod", "SpinAppExecutor", "containerd-shim-spin",
+     ("spec", "deploymentConfig", "otel", "endpoint"), "http://otel-collector:4318"),
 ]
 
 
