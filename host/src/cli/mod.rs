@@ -47,8 +47,25 @@ enum LogFormat {
 
 /// The log on stderr (events only, filtered by `RUST_LOG`) and, when configured, the traces.
 fn init_logging(format: LogFormat, traces: Option<&Traces>) {
-    use tracing_subscriber::filter::{FilterExt, filter_fn};
     use tracing_subscriber::prelude::*;
+    // Without traces, no layer at all: even an empty one would make every callsite interesting.
+    match traces {
+        Some(traces) => tracing_subscriber::registry()
+            .with(traces.layer())
+            .with(log_layer(format))
+            .init(),
+        None => tracing_subscriber::registry()
+            .with(log_layer(format))
+            .init(),
+    }
+}
+
+fn log_layer<S>(format: LogFormat) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::filter::{FilterExt, filter_fn};
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn")
     });
@@ -56,14 +73,10 @@ fn init_logging(format: LogFormat, traces: Option<&Traces>) {
     let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let log = match format {
+    match format {
         LogFormat::Text => log.with_filter(shown).boxed(),
         LogFormat::Json => log.json().flatten_event(true).with_filter(shown).boxed(),
-    };
-    tracing_subscriber::registry()
-        .with(traces.map(Traces::layer))
-        .with(log)
-        .init();
+    }
 }
 
 /// Builds the async runtime and runs `work` on it.
