@@ -37,11 +37,6 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RouteLabels {
-    route: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KeyValueLabels {
     store: String,
     backend: &'static str,
@@ -65,7 +60,7 @@ struct CacheLabels {
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
-    latency: Family<RouteLabels, Histogram>,
+    latency: Family<RequestLabels, Histogram>,
     pub in_flight: Gauge,
     slots_in_use: Gauge,
     slots_limit: Gauge,
@@ -109,7 +104,7 @@ impl Default for Metrics {
         );
         r.register(
             "http_request_duration_seconds",
-            "Time to response headers",
+            "Time to response headers, by trigger route and status",
             metrics.latency.clone(),
         );
         r.register(
@@ -195,11 +190,11 @@ impl Metrics {
             .inc();
     }
 
-    /// A response head went out `elapsed` after the request arrived.
-    pub fn observe_head(&self, route: &str, elapsed: Duration) {
+    /// A response head with `status` went out `elapsed` after the request arrived.
+    pub fn observe_head(&self, route: &str, status: u16, elapsed: Duration) {
         let route = route.to_string();
         self.latency
-            .get_or_create(&RouteLabels { route })
+            .get_or_create(&RequestLabels { route, status })
             .observe(elapsed.as_secs_f64());
     }
 

@@ -99,7 +99,7 @@ impl RequestRecord {
             self.span.record("otel.status_code", "ERROR");
         }
         self.metrics
-            .observe_head(self.route(), self.started.elapsed());
+            .observe_head(self.route(), status.as_u16(), self.started.elapsed());
         // hyper never polls these bodies: nothing of them is sent.
         let bodiless = self.method == Method::HEAD
             || status == hyper::StatusCode::NO_CONTENT
