@@ -289,3 +289,11 @@ fn nothing_is_exported_when_the_sdk_is_disabled() {
         upstream.headers()
     );
 }
+
+#[test]
+fn the_sampler_comes_from_the_environment() {
+    let (collector, _upstream, _host, _state) =
+        greet_and_upload(&[("OTEL_TRACES_SAMPLER", "always_off")]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(collector.spans().is_empty(), "{:?}", collector.spans());
+}
