@@ -35,7 +35,6 @@ pub struct RequestRecord {
     status: Option<u16>,
     body_bytes: u64,
     ending: Ending,
-    /// The request's span (disabled when traces are off), ended with the record.
     span: tracing::Span,
 }
 
@@ -50,7 +49,14 @@ enum Ending {
 }
 
 impl RequestRecord {
-    pub fn start(metrics: &Arc<Metrics>, method: &Method, uri: &Uri, peer: SocketAddr) -> Self {
+    /// `span` is the request's (disabled when traces are off); it ends with the record.
+    pub fn start(
+        metrics: &Arc<Metrics>,
+        method: &Method,
+        uri: &Uri,
+        peer: SocketAddr,
+        span: tracing::Span,
+    ) -> Self {
         metrics.in_flight.inc();
         RequestRecord {
             metrics: metrics.clone(),
@@ -62,12 +68,8 @@ impl RequestRecord {
             status: None,
             body_bytes: 0,
             ending: Ending::Cut,
-            span: tracing::Span::none(),
+            span,
         }
-    }
-
-    pub fn trace(&mut self, span: tracing::Span) {
-        self.span = span;
     }
 
     pub fn arrived(&self) -> Instant {
@@ -194,10 +196,17 @@ mod tests {
     use super::*;
     use futures_util::StreamExt;
     use http_body_util::{BodyExt, Full, StreamBody};
+    use tracing::Span;
 
     fn record(metrics: &Arc<Metrics>) -> RequestRecord {
         let peer = "127.0.0.1:1".parse().unwrap();
-        let mut record = RequestRecord::start(metrics, &Method::GET, &Uri::from_static("/x"), peer);
+        let mut record = RequestRecord::start(
+            metrics,
+            &Method::GET,
+            &Uri::from_static("/x"),
+            peer,
+            Span::none(),
+        );
         record.set_route(Arc::from("/..."));
         record
     }
@@ -212,7 +221,13 @@ mod tests {
     fn a_head_request_is_complete_without_its_body_being_polled() {
         let metrics = Arc::new(Metrics::default());
         let peer = "127.0.0.1:1".parse().unwrap();
-        let record = RequestRecord::start(&metrics, &Method::HEAD, &Uri::from_static("/x"), peer);
+        let record = RequestRecord::start(
+            &metrics,
+            &Method::HEAD,
+            &Uri::from_static("/x"),
+            peer,
+            Span::none(),
+        );
         drop(record.head(hyper::Response::new(Full::new(Bytes::from("unsent")))));
         assert!(
             metrics

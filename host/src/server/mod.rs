@@ -130,8 +130,13 @@ impl Server {
             spin.component_id = tracing::field::Empty,
         );
         traces::continue_trace(&span, request.headers());
-        let mut record = RequestRecord::start(&self.metrics, request.method(), request.uri(), peer);
-        record.trace(span.clone());
+        let mut record = RequestRecord::start(
+            &self.metrics,
+            request.method(),
+            request.uri(),
+            peer,
+            span.clone(),
+        );
         let dispatch = self.dispatch(request, &mut record, peer).instrument(span);
         let response = contain_panic(dispatch, &self.metrics).await;
         Ok(record.head(response))
