@@ -8,7 +8,7 @@ CACHE ?= $(HOME)/.cache/greeter
 export PATH := $(PATH):$(CACHE)/bin
 VENV := $(CACHE)/venv
 WASM := --target wasm32-wasip2 --release
-COMPONENTS := -p greeter -p hello -p faulty
+COMPONENTS := -p greeter -p hello -p faulty -p hello-p3 -p faulty-p3
 
 .PHONY: serve component host test lint python-tests e2e
 

@@ -15,16 +15,20 @@ pub struct Loaded {
     pub from_cache: bool,
 }
 
-/// Compiles `source`, or loads the machine code compiled by an earlier start from
-/// `cache_dir`. The cache key covers the wasm bytes and the engine's compilation settings.
-pub fn load_component(engine: &Engine, source: &Path, cache_dir: &Path) -> Result<Loaded> {
-    let wasm =
-        std::fs::read(source).with_context(|| format!("cannot read {}", source.display()))?;
+/// Compiles `wasm` (read from `source`), or loads the machine code compiled by an earlier
+/// start from `cache_dir`. The cache key covers the wasm bytes and the engine's compilation
+/// settings.
+pub fn load_component(
+    engine: &Engine,
+    source: &Path,
+    wasm: &[u8],
+    cache_dir: &Path,
+) -> Result<Loaded> {
     let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
     engine
         .precompile_compatibility_hash()
         .hash(&mut engine_hash);
-    let key = format!("{:x}-{:016x}", Sha256::digest(&wasm), engine_hash.finish());
+    let key = format!("{:x}-{:016x}", Sha256::digest(wasm), engine_hash.finish());
     let cached = cache_dir.join(format!("{key}.cwasm"));
     if cached.exists() {
         // SAFETY: the cache directory holds only files this host wrote with
@@ -41,7 +45,7 @@ pub fn load_component(engine: &Engine, source: &Path, cache_dir: &Path) -> Resul
             }
         }
     }
-    let compiled = engine.precompile_component(&wasm).map_err(|e| {
+    let compiled = engine.precompile_component(wasm).map_err(|e| {
         anyhow::Error::from(e).context(format!(
             "{} is not a valid WebAssembly component",
             source.display()

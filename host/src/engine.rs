@@ -17,7 +17,10 @@ pub struct EngineLimits {
     pub max_memory: usize,
 }
 
-pub fn build_engine(limits: &EngineLimits) -> Result<Engine> {
+/// `concurrency`: the component model's async support, which `wasi:http@0.3` components need;
+/// off otherwise, since with it on each store also sets up (and on drop unwinds) an async task
+/// context, a cost every `wasi:http@0.2` request would pay.
+pub fn build_engine(limits: &EngineLimits, concurrency: bool) -> Result<Engine> {
     // Every request gets a fresh instance, so what a pooled slot costs to hand out again is
     // what a request costs (measurements in bench/README.md).
     let config = |pagemap_scan: bool| {
@@ -55,10 +58,8 @@ pub fn build_engine(limits: &EngineLimits) -> Result<Engine> {
             .signals_based_traps(false)
             .memory_guard_size(0)
             .memory_reservation(limits.max_memory as u64)
-            // wasi:http@0.2 handlers need no component-model concurrency; with it on, each
-            // store also sets up (and on drop unwinds) an async task context. Turn it on
-            // with the wasi:http@0.3 handler.
-            .concurrency_support(false)
+            .concurrency_support(concurrency)
+            .wasm_component_model_async(concurrency)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         config
     };

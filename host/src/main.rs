@@ -15,7 +15,8 @@ mod engine;
 mod metrics;
 /// Spin apps in OCI registries: Spin's artifact layout, cache and credentials.
 mod registry;
-/// One request in one fresh instance, under its deadline.
+/// Requests in instances under their deadline: a fresh one each for wasi:http@0.2, reused
+/// ones for wasi:http@0.3.
 mod runtime;
 /// `runtime-config.toml`: where key-value stores live, where variables come from.
 mod runtime_config;

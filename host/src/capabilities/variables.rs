@@ -1,5 +1,5 @@
-//! `fermyon:spin/variables@2.0.0`: application variables, rendered into each component's
-//! variable templates once at start-up.
+//! `fermyon:spin/variables@2.0.0` and Spin 4's `spin:variables@3.0.0`: application variables,
+//! rendered into each component's variable templates once at start-up.
 //!
 //! A variable's value comes from the first provider that has one, as in Spin: the runtime
 //! config's environment providers in order, then the one Spin always appends (prefix
@@ -15,7 +15,7 @@ pub use bindings::fermyon::spin::variables::Error;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{Accessor, HasSelf, Linker};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -24,6 +24,16 @@ mod bindings {
         imports: { default: async | trappable },
     });
 }
+
+mod bindings_v3 {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "greeter:app/variables-host-v3",
+        imports: { default: trappable },
+    });
+}
+
+use bindings_v3::spin::variables::variables as variables_v3;
 
 /// The prefix of the environment provider Spin always appends: `s3_bucket` is read from
 /// `SPIN_VARIABLE_S3_BUCKET`.
@@ -239,6 +249,32 @@ pub fn add_to_linker<T: Send + 'static>(
 impl variables::Host for VariablesState {
     async fn get(&mut self, name: String) -> wasmtime::Result<Result<String, Error>> {
         Ok(self.0.get(&name))
+    }
+}
+
+/// Links `spin:variables/variables@3.0.0`: the same answers, from an async function.
+pub fn add_v3_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    project: fn(&mut T) -> &mut VariablesState,
+) -> Result<()> {
+    variables_v3::add_to_linker::<T, HasSelf<VariablesState>>(linker, project)?;
+    Ok(())
+}
+
+impl variables_v3::Host for VariablesState {}
+
+impl<T> variables_v3::HostWithStore<T> for HasSelf<VariablesState> {
+    async fn get(
+        accessor: &Accessor<T, Self>,
+        name: String,
+    ) -> wasmtime::Result<Result<String, variables_v3::Error>> {
+        let value = accessor.with(|mut access| access.get().0.get(&name));
+        Ok(value.map_err(|error| match error {
+            Error::InvalidName(reason) => variables_v3::Error::InvalidName(reason),
+            Error::Undefined(reason) => variables_v3::Error::Undefined(reason),
+            Error::Provider(reason) => variables_v3::Error::Provider(reason),
+            Error::Other(reason) => variables_v3::Error::Other(reason),
+        }))
     }
 }
 

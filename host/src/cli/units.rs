@@ -1,5 +1,6 @@
 //! The values the command line takes: durations, sizes, `KEY=VALUE` pairs, addresses.
 
+use crate::runtime::Range;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
@@ -40,6 +41,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => Ok(Duration::from_secs(number * 60)),
         _ => Err(format!("invalid duration {text:?}: use ms, s or m")),
     }
+}
+
+/// A count, or a range of counts (`1..8`), as Spin's reuse flags take them.
+pub fn parse_usize_range(text: &str) -> Result<Range<usize>, String> {
+    Range::parse(text, |count| {
+        count
+            .parse()
+            .map_err(|_| format!("{count:?} is not a whole number"))
+    })
+}
+
+/// A duration, or a range of durations (`1..8s`, `100ms..2s`), as Spin's reuse flags take them;
+/// a unit on the end only applies to both bounds.
+pub fn parse_duration_range(text: &str) -> Result<Range<Duration>, String> {
+    Range::parse(text, parse_duration)
 }
 
 /// `128MiB`, `64KiB`, `1GiB`, or a bare number of bytes.

@@ -3,7 +3,10 @@
 //! local or from a registry, into a serving host.
 
 use super::source::{AppSource, LoadedApp};
-use super::units::{parse_bytes, parse_duration, parse_key_value, parse_listen_address};
+use super::units::{
+    parse_bytes, parse_duration, parse_duration_range, parse_key_value, parse_listen_address,
+    parse_usize_range,
+};
 use super::{LogFormat, block_on, init_logging};
 use crate::app::{App, retain_components};
 use crate::capabilities::key_value::Stores;
@@ -13,7 +16,7 @@ use crate::compile_cache::load_component;
 use crate::engine::{EngineLimits, build_engine};
 use crate::metrics::Metrics;
 use crate::registry::RegistryOptions;
-use crate::runtime::{ComponentContext, Runtime};
+use crate::runtime::{ComponentContext, HttpWorld, InstanceReuse, Range, Runtime, RuntimeLimits};
 use crate::runtime_config::RuntimeConfig;
 use crate::server::routing::{Router, WELL_KNOWN_PREFIX};
 use crate::server::{Server, ServerLimits, listener};
@@ -94,6 +97,17 @@ pub struct UpArgs {
     /// Time a client has to send its request headers.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     header_read_timeout: Duration,
+    /// Requests one `wasi:http@0.3` instance serves before it is dropped, or a range (`1..8`)
+    /// each instance draws from [default: 128; a `wasi:http@0.2` instance serves one].
+    #[arg(long, value_parser = parse_usize_range)]
+    max_instance_reuse_count: Option<Range<usize>>,
+    /// Requests one `wasi:http@0.3` instance serves at once, or a range [default: 16].
+    #[arg(long, value_parser = parse_usize_range)]
+    max_instance_concurrent_reuse_count: Option<Range<usize>>,
+    /// How long an idle `wasi:http@0.3` instance is kept for the next request, or a range
+    /// (`1..8s`).
+    #[arg(long, default_value = "1s", value_parser = parse_duration_range)]
+    idle_instance_timeout: Range<Duration>,
     /// On SIGTERM, how long to go on serving new requests before draining: load balancers
     /// and kube-proxy still send to a terminating pod until they have heard of it.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
@@ -171,22 +185,13 @@ async fn up(args: UpArgs, listener: std::net::TcpListener) -> Result<()> {
         state_dir.as_deref(),
         metrics.clone(),
     )?);
-    let engine = build_engine(&EngineLimits {
-        max_instances: args.max_instances,
-        max_memory: args.max_memory,
-    })?;
-    let mut runtime = Runtime::new(
-        engine.clone(),
-        stores,
-        args.max_instances,
-        args.queue_timeout,
-    );
 
-    // Each component a trigger names is compiled (or loaded from cache) and linked once.
-    let mut indices: BTreeMap<&str, usize> = BTreeMap::new();
+    // Each component a trigger names is read, then compiled (or loaded from cache) and
+    // linked once. Which `wasi:http` they export decides the engine's settings.
+    let mut sources: BTreeMap<&str, (Vec<u8>, HttpWorld)> = BTreeMap::new();
     for trigger in &app.http_triggers {
         let id = trigger.component.as_str();
-        if indices.contains_key(id) {
+        if sources.contains_key(id) {
             continue;
         }
         let decl = &app.components[id];
@@ -200,7 +205,45 @@ async fn up(args: UpArgs, listener: std::net::TcpListener) -> Result<()> {
                 decl.source.display()
             );
         }
-        let loaded = load_component(&engine, &decl.source, &compile_cache)
+        let wasm = std::fs::read(&decl.source)
+            .with_context(|| format!("component `{id}`: cannot read {}", decl.source.display()))?;
+        let world = HttpWorld::of(&wasm).with_context(|| {
+            format!(
+                "component `{id}`: {} is not a valid WebAssembly component",
+                decl.source.display()
+            )
+        })?;
+        sources.insert(id, (wasm, world));
+    }
+    let concurrency = sources.values().any(|(_, world)| *world == HttpWorld::P3);
+    let engine = build_engine(
+        &EngineLimits {
+            max_instances: args.max_instances,
+            max_memory: args.max_memory,
+        },
+        concurrency,
+    )?;
+    let defaults = InstanceReuse::default();
+    let limits = RuntimeLimits {
+        max_instances: args.max_instances,
+        queue_timeout: args.queue_timeout,
+        request_timeout: args.request_timeout,
+        reuse: InstanceReuse {
+            max_requests: args
+                .max_instance_reuse_count
+                .unwrap_or(defaults.max_requests),
+            max_concurrent_requests: args
+                .max_instance_concurrent_reuse_count
+                .unwrap_or(defaults.max_concurrent_requests),
+            idle_timeout: args.idle_instance_timeout,
+        },
+    };
+    let mut runtime = Runtime::new(engine.clone(), stores, limits, metrics.clone());
+    let mut indices: BTreeMap<&str, usize> = BTreeMap::new();
+    for (id, (wasm, world)) in &sources {
+        let id = *id;
+        let decl = &app.components[id];
+        let loaded = load_component(&engine, &decl.source, wasm, &compile_cache)
             .with_context(|| format!("component `{id}`"))?;
         metrics.compile_cache_lookup(loaded.from_cache);
         let allowed: Vec<String> = decl
@@ -223,7 +266,10 @@ async fn up(args: UpArgs, listener: std::net::TcpListener) -> Result<()> {
                 .chain(args.env.iter().cloned())
                 .collect(),
         };
-        indices.insert(id, runtime.add_component(&loaded.component, context)?);
+        indices.insert(
+            id,
+            runtime.add_component(&loaded.component, *world, context)?,
+        );
     }
     let (router, duplicates) = Router::build(app.http_triggers.iter().filter_map(|t| {
         let id = t.component.as_str();

@@ -196,11 +196,7 @@ impl Server {
         }
         let component = matched.component();
         let request = Request::from_parts(parts, Full::new(body));
-        match self
-            .runtime
-            .handle(component, request, deadline, self.metrics.clone())
-            .await
-        {
+        match self.runtime.handle(component, request, deadline).await {
             Ok(response) => response,
             Err(failure) => self.failure_response(failure),
         }

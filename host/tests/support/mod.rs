@@ -29,8 +29,8 @@ pub fn manifest(relative: &str, wasm: &str) -> PathBuf {
     let wasm_path = workspace().join("target/wasm32-wasip2/release").join(wasm);
     assert!(
         wasm_path.exists(),
-        "{} is missing: run `cargo build --target wasm32-wasip2 --release -p greeter -p hello -p faulty` \
-         (make test does this first)",
+        "{} is missing: run `cargo build --target wasm32-wasip2 --release` for the workspace's \
+         components (make test does this first)",
         wasm_path.display()
     );
     workspace().join(relative)
@@ -47,6 +47,12 @@ pub fn faulty_manifest() -> PathBuf {
 /// The fixture component's host, with the one variable its manifest requires.
 pub fn faulty_host(state: &Path) -> HostBuilder {
     HostBuilder::new(&faulty_manifest(), state).env("SPIN_VARIABLE_SECRET_TOKEN", "s3cr3t")
+}
+
+/// The `wasi:http@0.3` twin of the fixture component (spin-sdk 7).
+pub fn faulty_p3_host(state: &Path) -> HostBuilder {
+    let manifest = manifest("tests/components/faulty-p3/spin.toml", "faulty_p3.wasm");
+    HostBuilder::new(&manifest, state)
 }
 
 pub struct Host {

@@ -1,5 +1,6 @@
-//! Spin's key-value interfaces, `fermyon:spin/key-value@2.0.0` ([`spin`]) and the draft
-//! `wasi:keyvalue@0.2.0-draft2` store, atomics and batch ([`wasi`]), over labelled stores,
+//! Spin's key-value interfaces, `fermyon:spin/key-value@2.0.0` ([`spin`]), Spin 4's
+//! `spin:key-value@3.0.0` ([`spin_v3`]) and the draft `wasi:keyvalue@0.2.0-draft2` store,
+//! atomics and batch ([`wasi`]), over labelled stores,
 //! each backed by SQLite or Redis as the runtime config says (store `default` is SQLite in the
 //! state directory unless configured).
 //!
@@ -12,6 +13,7 @@
 
 mod redis;
 mod spin;
+mod spin_v3;
 mod sqlite;
 mod wasi;
 
@@ -35,6 +37,14 @@ mod bindings {
         path: "../wit",
         world: "greeter:app/key-value-host",
         imports: { default: async | trappable },
+    });
+}
+
+mod bindings_v3 {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "greeter:app/key-value-host-v3",
+        imports: { default: trappable },
     });
 }
 
@@ -403,6 +413,18 @@ pub fn add_to_linker<T: Send + 'static>(
     bindings::wasi::keyvalue::store::add_to_linker::<T, HasSelf<KeyValueState>>(linker, project)?;
     bindings::wasi::keyvalue::atomics::add_to_linker::<T, HasSelf<KeyValueState>>(linker, project)?;
     bindings::wasi::keyvalue::batch::add_to_linker::<T, HasSelf<KeyValueState>>(linker, project)?;
+    Ok(())
+}
+
+/// Links `spin:key-value/key-value@3.0.0` (async functions; only engines with component-model
+/// concurrency run it).
+pub fn add_v3_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    project: fn(&mut T) -> &mut KeyValueState,
+) -> Result<()> {
+    bindings_v3::spin::key_value::key_value::add_to_linker::<T, HasSelf<KeyValueState>>(
+        linker, project,
+    )?;
     Ok(())
 }
 
