@@ -4,15 +4,16 @@
 //! and Spin's factors do). Nothing here imports the runtime, the server or the manifest.
 //!
 //! Adding a host interface: a module here with `add_to_linker`, and one line in
-//! `runtime::link`.
+//! `runtime::link` (a 3.0.0 interface: `add_v3_to_linker`, linked for 0.3 components).
 
 use std::time::Duration;
 
-/// `fermyon:spin/key-value@2.0.0`: labelled stores on SQLite or Redis.
+/// `fermyon:spin/key-value@2.0.0`, `spin:key-value@3.0.0` and `wasi:keyvalue`: labelled
+/// stores on SQLite or Redis.
 pub mod key_value;
 /// Outbound `wasi:http`: `allowed_outbound_hosts` and Spin's error codes.
 pub mod outbound_http;
-/// `fermyon:spin/variables@2.0.0`: application variables and component templates.
+/// `fermyon:spin/variables@2.0.0` and `@3.0.0`: application variables and component templates.
 pub mod variables;
 
 /// What the capabilities report about the calls they make on a component's behalf (the
