@@ -48,27 +48,48 @@ enum LogFormat {
 /// The log on stderr (events only, filtered by `RUST_LOG`) and, when configured, the traces.
 fn init_logging(format: LogFormat, traces: Option<&Traces>) {
     use tracing_subscriber::prelude::*;
+    let filter = log_filter();
+    let most_verbose = filter.max_level_hint();
     // Without traces, no layer at all: even an empty one would make every callsite interesting.
     match traces {
         Some(traces) => tracing_subscriber::registry()
             .with(traces.layer())
-            .with(log_layer(format))
+            .with(log_layer(format, filter))
             .init(),
         None => tracing_subscriber::registry()
-            .with(log_layer(format))
+            .with(log_layer(format, filter))
             .init(),
+    }
+    // The `log` records of wasmtime's hot paths (its component-model concurrency logs at
+    // `trace` on every call) are bridged into tracing unless `log` itself drops them: tell it
+    // the most verbose level the filter shows (the bridge cannot read it through our filters).
+    if let Some(level) = most_verbose {
+        log::set_max_level(match level.into_level() {
+            None => log::LevelFilter::Off,
+            Some(tracing::Level::ERROR) => log::LevelFilter::Error,
+            Some(tracing::Level::WARN) => log::LevelFilter::Warn,
+            Some(tracing::Level::INFO) => log::LevelFilter::Info,
+            Some(tracing::Level::DEBUG) => log::LevelFilter::Debug,
+            Some(tracing::Level::TRACE) => log::LevelFilter::Trace,
+        });
     }
 }
 
-fn log_layer<S>(format: LogFormat) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
+/// `RUST_LOG`, else the access log and warnings.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn"))
+}
+
+fn log_layer<S>(
+    format: LogFormat,
+    filter: tracing_subscriber::EnvFilter,
+) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
 where
     S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
 {
     use tracing_subscriber::Layer;
     use tracing_subscriber::filter::{FilterExt, filter_fn};
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn")
-    });
     let shown = filter.and(filter_fn(traces::logged));
     let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
