@@ -264,14 +264,7 @@ impl Runtime {
             let pre = link(&self.engine, world)?.instantiate_pre(component)?;
             Ok(match world {
                 HttpWorld::P2 => Handler::P2(p2::FreshInstances::new(pre, context)?),
-                HttpWorld::P3 => Handler::P3(p3::ReusedInstances::new(
-                    pre,
-                    context,
-                    self.stores.clone(),
-                    self.slots.clone(),
-                    self.observer.clone(),
-                    &self.limits,
-                )?),
+                HttpWorld::P3 => Handler::P3(p3::ReusedInstances::new(pre, context, self)?),
             })
         })()
         .with_context(|| format!("component `{id}` cannot run as a Spin HTTP component"))?;

@@ -6,8 +6,8 @@
 //! fresh instance.
 
 use super::{
-    ComponentContext, Failure, InstanceReuse, InstanceState, Observer, ResponseBody, RuntimeLimits,
-    Slot, Slots,
+    ComponentContext, Failure, InstanceReuse, InstanceState, Observer, ResponseBody, Runtime, Slot,
+    Slots,
 };
 use crate::capabilities::key_value::Stores;
 use anyhow::Result;
@@ -55,23 +55,21 @@ impl std::fmt::Display for NoFreeSlot {
 impl std::error::Error for NoFreeSlot {}
 
 impl ReusedInstances {
+    /// Each instance is made with `runtime`'s engine, stores, slots and limits.
     pub fn new(
         pre: InstancePre<InstanceState>,
         context: ComponentContext,
-        stores: Arc<Stores>,
-        slots: Arc<Slots>,
-        observer: Arc<dyn Observer>,
-        limits: &RuntimeLimits,
+        runtime: &Runtime,
     ) -> Result<Self> {
         let instances = Instances {
-            engine: pre.component().engine().clone(),
+            engine: runtime.engine.clone(),
             pre: ServicePre::new(pre)?,
             context,
-            stores,
-            slots,
-            observer,
-            request_timeout: limits.request_timeout,
-            reuse: limits.reuse,
+            stores: runtime.stores.clone(),
+            slots: runtime.slots.clone(),
+            observer: runtime.observer.clone(),
+            request_timeout: runtime.limits.request_timeout,
+            reuse: runtime.limits.reuse,
         };
         Ok(ReusedInstances {
             handler: ProxyHandler::new(instances),
