@@ -8,7 +8,10 @@ CACHE ?= $(HOME)/.cache/greeter
 export PATH := $(PATH):$(CACHE)/bin
 VENV := $(CACHE)/venv
 WASM := --target wasm32-wasip2 --release
-COMPONENTS := -p greeter -p hello -p faulty -p hello-p3 -p faulty-p3
+COMPONENTS := -p greeter -p greeter-p3 -p hello -p faulty -p hello-p3 -p faulty-p3
+
+# The app's integration tests, run once more against its wasi:http@0.3 build.
+APP_TESTS := --test app --test api_contract --test listing --test redis --test s3
 
 .PHONY: serve component host test lint python-tests e2e
 
@@ -29,6 +32,7 @@ test:
 	$(MAKE) lint
 	cargo test --workspace
 	GREETER_TEST_APP_FROM=registry cargo test -p greeter-host --test app
+	GREETER_TEST_APP_BUILD=p3 cargo test -p greeter-host $(APP_TESTS)
 	bench/run --smoke
 	$(MAKE) python-tests
 
@@ -48,6 +52,6 @@ python-tests:
 e2e:
 	@test -n "$$GREETER_KUBECONFIG" || { echo "make e2e: set GREETER_KUBECONFIG (kube/README.md)" >&2; exit 1; }
 	./.ci/setup e2e
-	cargo build $(WASM) -p greeter
+	cargo build $(WASM) -p greeter -p greeter-p3
 	cargo build -p greeter-host
 	$(VENV)/bin/python -m pytest -q tests/cluster

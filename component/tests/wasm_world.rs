@@ -1,8 +1,10 @@
-//! The built component against the world in `wit/`: it exports
-//! `wasi:http/incoming-handler@0.2.x` and imports nothing outside `greeter:app/http-app`.
+//! The built components against what their runtimes give them: the 0.2 build exports
+//! `wasi:http/incoming-handler@0.2.x` and imports nothing outside `greeter:app/http-app` in
+//! `wit/`; the 0.3 build exports `wasi:http/handler@0.3.x` and imports exactly the interfaces
+//! listed below.
 //!
-//! It reads the release build: `cargo build --target wasm32-wasip2 --release -p greeter`
-//! first (`make test` does).
+//! It reads the release builds: `cargo build --target wasm32-wasip2 --release -p greeter
+//! -p greeter-p3` first (`make test` does).
 
 use std::collections::BTreeSet;
 
@@ -13,19 +15,23 @@ const WASM: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../target/wasm32-wasip2/release/greeter.wasm"
 );
+const WASM_P3: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../target/wasm32-wasip2/release/greeter_p3.wasm"
+);
 const WIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../wit");
 
-/// The built component's own world: what it imports and exports.
-fn component_world() -> (Resolve, WorldId) {
-    let bytes = std::fs::read(WASM).unwrap_or_else(|error| {
+/// A built component's own world: what it imports and exports.
+fn component_world(wasm: &str) -> (Resolve, WorldId) {
+    let bytes = std::fs::read(wasm).unwrap_or_else(|error| {
         panic!(
-            "cannot read {WASM}: {error}. Build it first: \
-             `cargo build --target wasm32-wasip2 --release -p greeter` (`make test` does)"
+            "cannot read {wasm}: {error}. Build it first: `cargo build --target wasm32-wasip2 \
+             --release -p greeter -p greeter-p3` (`make test` does)"
         )
     });
     match decode(&bytes).expect("the .wasm decodes") {
         DecodedWasm::Component(resolve, world) => (resolve, world),
-        DecodedWasm::WitPackage(..) => panic!("{WASM} is a WIT package, not a component"),
+        DecodedWasm::WitPackage(..) => panic!("{wasm} is a WIT package, not a component"),
     }
 }
 
@@ -77,7 +83,7 @@ fn exports(resolve: &Resolve, world: WorldId) -> BTreeSet<String> {
 
 #[test]
 fn exports_exactly_the_wasi_http_incoming_handler() {
-    let (resolve, world) = component_world();
+    let (resolve, world) = component_world(WASM);
     assert_eq!(
         exports(&resolve, world),
         BTreeSet::from(["wasi:http/incoming-handler@0.2".to_owned()])
@@ -86,7 +92,7 @@ fn exports_exactly_the_wasi_http_incoming_handler() {
 
 #[test]
 fn imports_only_interfaces_of_the_http_app_world() {
-    let (component, component_world) = component_world();
+    let (component, component_world) = component_world(WASM);
     let (wit, http_app) = http_app_world();
     let allowed = imports(&wit, http_app);
     let imported = imports(&component, component_world);
@@ -109,6 +115,53 @@ fn imports_only_interfaces_of_the_http_app_world() {
             "{used} is not imported: {imported:?}"
         );
     }
+}
+
+#[test]
+fn the_0_3_build_exports_exactly_the_wasi_http_handler() {
+    let (resolve, world) = component_world(WASM_P3);
+    assert_eq!(
+        exports(&resolve, world),
+        BTreeSet::from(["wasi:http/handler@0.3".to_owned()])
+    );
+}
+
+/// What Spin 4 and greeter-host give a spin-sdk 7 component: `wasi:http@0.3` for outbound
+/// HTTP, Spin's 3.0.0 key-value and variables, the draft `wasi:keyvalue` atomics and batch;
+/// and the WASI 0.2 interfaces that Rust's std (target `wasm32-wasip2`) and the `wasi` crate
+/// use. No `wasi:http@0.2`: the 0.2 adapter is not linked in.
+#[test]
+fn the_0_3_build_imports_exactly_its_interfaces() {
+    let (resolve, world) = component_world(WASM_P3);
+    let expected = [
+        "spin:key-value/key-value@3.0",
+        "spin:variables/variables@3.0",
+        "wasi:cli/environment@0.2",
+        "wasi:cli/exit@0.2",
+        "wasi:cli/stderr@0.2",
+        "wasi:cli/stdin@0.2",
+        "wasi:cli/stdout@0.2",
+        "wasi:cli/terminal-input@0.2",
+        "wasi:cli/terminal-output@0.2",
+        "wasi:cli/terminal-stderr@0.2",
+        "wasi:cli/terminal-stdin@0.2",
+        "wasi:cli/terminal-stdout@0.2",
+        "wasi:clocks/monotonic-clock@0.2",
+        "wasi:clocks/monotonic-clock@0.3",
+        "wasi:clocks/types@0.3",
+        "wasi:clocks/wall-clock@0.2",
+        "wasi:http/client@0.3",
+        "wasi:http/types@0.3",
+        "wasi:io/error@0.2",
+        "wasi:io/poll@0.2",
+        "wasi:io/streams@0.2",
+        "wasi:keyvalue/atomics@0.2",
+        "wasi:keyvalue/batch@0.2",
+        "wasi:keyvalue/store@0.2",
+        "wasi:random/insecure-seed@0.2",
+        "wasi:random/random@0.2",
+    ];
+    assert_eq!(imports(&resolve, world), expected.map(str::to_owned).into(),);
 }
 
 #[test]

@@ -18,7 +18,11 @@ from cluster.images import Extras, with_libraries, write_archive
 REPO = Path(__file__).resolve().parents[2]
 CLIENT_IMAGE = "registry.k8s.io/greeter-test/client:1"
 HOST_BINARY = REPO / "target" / "debug" / "greeter-host"
-COMPONENT = REPO / "target" / "wasm32-wasip2" / "release" / "greeter.wasm"
+# The app's two builds with their manifests, where host/Dockerfile puts them.
+APP_BUILDS = {
+    REPO / "spin.toml": REPO / "target" / "wasm32-wasip2" / "release" / "greeter.wasm",
+    REPO / "component" / "p3" / "spin.toml": REPO / "target" / "wasm32-wasip2" / "release" / "greeter_p3.wasm",
+}
 
 
 def installed(command: str, package: str) -> Path:
@@ -39,8 +43,9 @@ NET_BIND_SERVICE_PERMITTED = struct.pack("<IIIII", 0x02000000, 1 << 10, 0, 0, 0)
 
 def greeter_host() -> tuple[dict, dict, Extras]:
     files = with_libraries({"/usr/local/bin/greeter-host": built(HOST_BINARY)})
-    files["/app/spin.toml"] = REPO / "spin.toml"
-    files[f"/app/{COMPONENT.relative_to(REPO)}"] = built(COMPONENT)
+    for manifest, component in APP_BUILDS.items():
+        files[f"/app/{manifest.relative_to(REPO)}"] = manifest
+        files[f"/app/{component.relative_to(REPO)}"] = built(component)
     config = {
         "Entrypoint": ["/usr/local/bin/greeter-host"],
         "WorkingDir": "/app",

@@ -1,8 +1,11 @@
 """host/Dockerfile: hadolint-clean, and building what the greeter-host Deployment runs."""
 
 import fnmatch
+import json
+import os
 import re
 import tomllib
+from pathlib import PurePosixPath
 
 from delivery.tools import run
 from kube.manifests import REPO, one, render
@@ -33,13 +36,22 @@ def test_base_images_are_pinned_by_digest():
     assert len(bases) == 2 and all(re.search(r":[\w.-]+@sha256:[0-9a-f]{64}$", b) for b in bases)
 
 
-def test_the_image_builds_the_host_and_the_component_and_keeps_the_manifest_layout():
+def test_the_image_builds_the_host_and_both_app_builds_and_keeps_the_manifest_layout():
     runs = " ".join(args for op, args in instructions() if op == "RUN")
     assert "cargo build --locked --profile host -p greeter-host" in runs
-    assert "cargo build --locked --target wasm32-wasip2 --release -p greeter" in runs
-    source = tomllib.loads((REPO / "spin.toml").read_text())["component"]["greeter"]["source"]
+    assert "cargo build --locked --target wasm32-wasip2 --release -p greeter -p greeter-p3" in runs
     copies = {args.split()[-1] for op, args in instructions() if op == "COPY"}
-    assert {"/app/spin.toml", f"/app/{source}"} <= copies
+    for manifest in (REPO / "spin.toml", REPO / "component" / "p3" / "spin.toml"):
+        source = tomllib.loads(manifest.read_text())["component"]["greeter"]["source"]
+        in_image = PurePosixPath("/app") / manifest.relative_to(REPO)
+        assert {str(in_image), os.path.normpath(in_image.parent / source)} <= copies
+
+
+def test_the_image_and_the_deployment_run_the_wasi_http_0_3_build():
+    (cmd,) = [json.loads(args) for op, args in instructions() if op == "CMD"]
+    container = one(render("dev"), "Deployment", "greeter-host")["spec"]["template"]["spec"]["containers"][0]
+    for argv in (cmd, container["args"]):
+        assert argv[argv.index("--from") + 1] == "/app/component/p3/spin.toml"
 
 
 def test_the_image_runs_as_nonroot_on_the_deployment_ports():

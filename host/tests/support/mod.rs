@@ -36,8 +36,16 @@ pub fn manifest(relative: &str, wasm: &str) -> PathBuf {
     workspace().join(relative)
 }
 
+/// `p3`: the app's tests run against its `wasi:http@0.3` build, component/p3 (make test runs
+/// them both ways).
+pub const APP_BUILD_VARIABLE: &str = "GREETER_TEST_APP_BUILD";
+
 pub fn app_manifest() -> PathBuf {
-    manifest("spin.toml", "greeter.wasm")
+    match std::env::var(APP_BUILD_VARIABLE).as_deref() {
+        Ok("p3") => manifest("component/p3/spin.toml", "greeter_p3.wasm"),
+        Ok("") | Err(_) => manifest("spin.toml", "greeter.wasm"),
+        Ok(other) => panic!("{APP_BUILD_VARIABLE}={other}: the builds are the default and p3"),
+    }
 }
 
 pub fn faulty_manifest() -> PathBuf {
@@ -292,19 +300,24 @@ fn agent() -> ureq::Agent {
 }
 
 fn reply(url: &str, response: Result<http::Response<ureq::Body>, ureq::Error>) -> Reply {
-    let mut response = response.unwrap_or_else(|e| panic!("HTTP request to {url} failed: {e}"));
+    let response = response.unwrap_or_else(|e| panic!("HTTP request to {url} failed: {e}"));
+    read_reply(response).unwrap_or_else(|e| panic!("the body from {url} broke off: {e}"))
+}
+
+/// The whole response; an error when its body breaks off (the server died mid-answer).
+fn read_reply(mut response: http::Response<ureq::Body>) -> Result<Reply, ureq::Error> {
     let status = response.status().as_u16();
     let headers = response
         .headers()
         .iter()
         .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_string()))
         .collect();
-    let body = response.body_mut().read_to_string().unwrap_or_default();
-    Reply {
+    let body = String::from_utf8_lossy(&response.body_mut().read_to_vec()?).into_owned();
+    Ok(Reply {
         status,
         headers,
         body,
-    }
+    })
 }
 
 pub fn get(url: &str) -> Reply {
@@ -348,7 +361,7 @@ pub fn cache_dir() -> PathBuf {
         })
 }
 
-/// Like [`post_json`], but `None` when no response came (the server died).
+/// Like [`post_json`], but `None` when no whole response came (the server died).
 pub fn try_post_json(url: &str, body: &serde_json::Value) -> Option<Reply> {
     let request = http::Request::builder()
         .method("POST")
@@ -356,8 +369,7 @@ pub fn try_post_json(url: &str, body: &serde_json::Value) -> Option<Reply> {
         .header("content-type", "application/json")
         .body(body.to_string().into_bytes())
         .unwrap();
-    let response = agent().run(request).ok()?;
-    Some(reply(url, Ok(response)))
+    read_reply(agent().run(request).ok()?).ok()
 }
 
 /// Waits (up to 15 s) until `check` holds; `what` names it if it never does.

@@ -22,17 +22,15 @@ use crate::uploads::{self, UploadList};
         (status = 504, description = "`upstream_timeout`: S3 did not answer in time", body = ErrorBody),
     )
 )]
-pub fn list_uploads(call: &Call) -> Result<Response, ApiError> {
+pub async fn list_uploads(call: &Call<'_>) -> Result<Response, ApiError> {
     let limit = number_param(
         call.request.query(),
         "limit",
         1..=UPLOADS_LIMIT_MAX,
         UPLOADS_LIMIT_DEFAULT,
     )?;
-    Ok(Response::json(
-        200,
-        &uploads::recent_uploads(call.platform, limit)?,
-    ))
+    let uploads = uploads::recent_uploads(call.platform, limit).await?;
+    Ok(Response::json(200, &uploads))
 }
 
 #[cfg(test)]

@@ -54,7 +54,7 @@ impl<'a> Client<'a> {
     }
 
     /// PutObject: stores `body` at `key`; answers the object's ETag, without its quotes.
-    pub fn put_object(
+    pub async fn put_object(
         &self,
         key: &str,
         content_type: &str,
@@ -62,7 +62,7 @@ impl<'a> Client<'a> {
         sha256: &[u8; 32],
     ) -> Result<Option<String>, ApiError> {
         let request = self.put_object_request(key, content_type, body, sha256)?;
-        let response = self.send("PutObject", request)?;
+        let response = self.send("PutObject", request).await?;
         Ok(response
             .header("etag")
             .map(|etag| etag.trim_matches('"').to_owned()))
@@ -97,14 +97,14 @@ impl<'a> Client<'a> {
 
     /// ListObjectsV2: one page of the keys under `prefix` in key order, grouped at `delimiter`
     /// if given, continuing after `continuation_token`.
-    pub fn list_objects(
+    pub async fn list_objects(
         &self,
         prefix: &str,
         delimiter: Option<&str>,
         continuation_token: Option<&str>,
     ) -> Result<ListPage, ApiError> {
         let request = self.list_objects_request(prefix, delimiter, continuation_token)?;
-        let response = self.send("ListObjectsV2", request)?;
+        let response = self.send("ListObjectsV2", request).await?;
         xml::parse_list(&response.body).map_err(|reason| {
             let message =
                 format!("S3 answered ListObjectsV2 with no listing it could read: {reason}.");
@@ -203,10 +203,15 @@ impl<'a> Client<'a> {
     }
 
     /// Sends `request`; anything but a 2xx answer is an error naming `action`.
-    fn send(&self, action: &str, request: OutboundRequest) -> Result<OutboundResponse, ApiError> {
+    async fn send(
+        &self,
+        action: &str,
+        request: OutboundRequest,
+    ) -> Result<OutboundResponse, ApiError> {
         let response = self
             .outbound
             .send(request)
+            .await
             .map_err(|error| unreachable(&self.config.origin(), error))?;
         if (200..300).contains(&response.status) {
             return Ok(response);
@@ -274,7 +279,7 @@ mod tests {
 
     use super::{Client, S3Config, hex};
     use crate::errors::ErrorCode;
-    use crate::fakes::FakeOutbound;
+    use crate::fakes::{FakeOutbound, block_on};
     use crate::platform::{OutboundError, OutboundRequest, OutboundResponse};
 
     /// 2013-05-24T00:00:00Z, the date of AWS's own S3 SigV4 examples.
@@ -296,7 +301,7 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-        match S3Config::from_variables(&variables) {
+        match block_on(S3Config::from_variables(&variables)) {
             Ok(config) => config,
             Err(error) => panic!("{}", error.message),
         }
@@ -460,8 +465,8 @@ mod tests {
         let config = local();
         let outbound = FakeOutbound::default();
         outbound.answer(Ok(response(200, &[("etag", "\"5d41402a\"")], "")));
-        let etag = Client::new(&config, &outbound, NOW_MS)
-            .put_object("k", "text/plain", b"hello".to_vec(), &[0; 32])
+        let client = Client::new(&config, &outbound, NOW_MS);
+        let etag = block_on(client.put_object("k", "text/plain", b"hello".to_vec(), &[0; 32]))
             .expect("stored");
         assert_eq!(etag.as_deref(), Some("5d41402a"));
         let sent = outbound.requests();
@@ -495,9 +500,8 @@ mod tests {
             &[],
             r#"<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><IsTruncated>true</IsTruncated><NextContinuationToken>next</NextContinuationToken><Contents><Key>random/a.bin</Key><Size>7</Size></Contents></ListBucketResult>"#,
         )));
-        let page = Client::new(&config, &outbound, NOW_MS)
-            .list_objects("random/", None, None)
-            .expect("a page");
+        let client = Client::new(&config, &outbound, NOW_MS);
+        let page = block_on(client.list_objects("random/", None, None)).expect("a page");
         assert_eq!(page.objects[0].key, "random/a.bin");
         assert_eq!(page.next_continuation_token.as_deref(), Some("next"));
     }
@@ -507,9 +511,8 @@ mod tests {
         let config = local();
         let outbound = FakeOutbound::default();
         outbound.answer(Ok(response(200, &[], "<html>captive portal</html>")));
-        let Err(error) =
-            Client::new(&config, &outbound, NOW_MS).list_objects("random/", None, None)
-        else {
+        let client = Client::new(&config, &outbound, NOW_MS);
+        let Err(error) = block_on(client.list_objects("random/", None, None)) else {
             panic!("accepted");
         };
         assert_eq!(error.code, ErrorCode::UpstreamError);
@@ -526,12 +529,8 @@ mod tests {
         let config = local();
         let outbound = FakeOutbound::default();
         outbound.answer(answer);
-        match Client::new(&config, &outbound, NOW_MS).put_object(
-            "k",
-            "text/plain",
-            Vec::new(),
-            &[0; 32],
-        ) {
+        let client = Client::new(&config, &outbound, NOW_MS);
+        match block_on(client.put_object("k", "text/plain", Vec::new(), &[0; 32])) {
             Ok(etag) => panic!("stored: {etag:?}"),
             Err(error) => (error.code, error.message),
         }

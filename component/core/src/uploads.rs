@@ -65,15 +65,15 @@ pub struct UploadedObject {
 }
 
 /// Writes `bytes` random bytes as a new object and says what S3 stored.
-pub fn upload_random(platform: Platform, bytes: usize) -> Result<Upload, ApiError> {
-    let config = S3Config::from_variables(platform.variables)?;
+pub async fn upload_random(platform: Platform<'_>, bytes: usize) -> Result<Upload, ApiError> {
+    let config = S3Config::from_variables(platform.variables).await?;
     let mut body = vec![0; bytes];
     platform.random.fill_bytes(&mut body);
     let now = platform.clock.now_unix_ms();
     let key = object_key(now, platform.random.random_u128());
     let sha256: [u8; 32] = Sha256::digest(&body).into();
     let client = Client::new(&config, platform.outbound, now);
-    let etag = client.put_object(&key, CONTENT_TYPE, body, &sha256)?;
+    let etag = client.put_object(&key, CONTENT_TYPE, body, &sha256).await?;
     Ok(Upload {
         bucket: client.bucket_name().to_owned(),
         key,
@@ -113,11 +113,11 @@ fn uuid_v7(unix_ms: u64, random: u128) -> String {
 /// the day before and so on until it has `limit`, newest (greatest) key first. It makes at
 /// most [`LIST_REQUESTS_MAX`] requests: of a day with more keys than those can read, it lists
 /// the first ones.
-pub fn recent_uploads(platform: Platform, limit: usize) -> Result<UploadList, ApiError> {
-    let config = S3Config::from_variables(platform.variables)?;
+pub async fn recent_uploads(platform: Platform<'_>, limit: usize) -> Result<UploadList, ApiError> {
+    let config = S3Config::from_variables(platform.variables).await?;
     let client = Client::new(&config, platform.outbound, platform.clock.now_unix_ms());
     let mut budget = LIST_REQUESTS_MAX;
-    let (_, mut days) = list_all(&client, PREFIX, Some("/"), &mut budget)?;
+    let (_, mut days) = list_all(&client, PREFIX, Some("/"), &mut budget).await?;
     days.retain(|prefix| is_day_prefix(prefix));
     days.sort_unstable();
     days.dedup();
@@ -126,7 +126,7 @@ pub fn recent_uploads(platform: Platform, limit: usize) -> Result<UploadList, Ap
         if items.len() >= limit || budget == 0 {
             break;
         }
-        let (mut objects, _) = list_all(&client, day, None, &mut budget)?;
+        let (mut objects, _) = list_all(&client, day, None, &mut budget).await?;
         objects.sort_unstable_by(|a, b| b.key.cmp(&a.key));
         items.extend(objects.into_iter().map(|object| UploadedObject {
             key: object.key,
@@ -143,8 +143,8 @@ pub fn recent_uploads(platform: Platform, limit: usize) -> Result<UploadList, Ap
 }
 
 /// Every object and common prefix under `prefix`, page after page, while `budget` lasts.
-fn list_all(
-    client: &Client,
+async fn list_all(
+    client: &Client<'_>,
     prefix: &str,
     delimiter: Option<&str>,
     budget: &mut usize,
@@ -153,7 +153,9 @@ fn list_all(
     let mut token: Option<String> = None;
     while *budget > 0 {
         *budget -= 1;
-        let page = client.list_objects(prefix, delimiter, token.as_deref())?;
+        let page = client
+            .list_objects(prefix, delimiter, token.as_deref())
+            .await?;
         objects.extend(page.objects);
         prefixes.extend(page.common_prefixes);
         token = page.next_continuation_token;

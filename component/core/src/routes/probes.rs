@@ -23,7 +23,7 @@ pub struct Status {
     tag = "probes",
     responses((status = 200, description = "`{\"status\":\"ok\"}`", body = Status))
 )]
-pub fn health(_: &Call) -> Result<Response, ApiError> {
+pub async fn health(_: &Call<'_>) -> Result<Response, ApiError> {
     Ok(Response::json(200, &Status { status: "ok" }))
 }
 
@@ -37,8 +37,8 @@ pub fn health(_: &Call) -> Result<Response, ApiError> {
         (status = 503, description = "`store_unavailable`, with the store's reason", body = ErrorBody),
     )
 )]
-pub fn ready(call: &Call) -> Result<Response, ApiError> {
-    call.platform.store.exists(READINESS_PROBE_KEY)?;
+pub async fn ready(call: &Call<'_>) -> Result<Response, ApiError> {
+    call.platform.store.exists(READINESS_PROBE_KEY).await?;
     Ok(Response::json(200, &Status { status: "ready" }))
 }
 

@@ -22,14 +22,14 @@ use crate::uploads::{self, Upload};
         (status = 504, description = "`upstream_timeout`: S3 did not answer in time", body = ErrorBody),
     )
 )]
-pub fn upload_random(call: &Call) -> Result<Response, ApiError> {
+pub async fn upload_random(call: &Call<'_>) -> Result<Response, ApiError> {
     let bytes = number_param(
         call.request.query(),
         "bytes",
         UPLOAD_BYTES,
         UPLOAD_BYTES_DEFAULT,
     )?;
-    let upload = uploads::upload_random(call.platform, bytes)?;
+    let upload = uploads::upload_random(call.platform, bytes).await?;
     Ok(Response::json(201, &upload))
 }
 

@@ -3,13 +3,15 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
 
 use serde_json::Value;
 
 use crate::http::{JSON, Request, Response};
 use crate::platform::{
-    Clock, KeyValue, Outbound, OutboundError, OutboundRequest, OutboundResponse, Platform, Random,
-    StoreError, Variables, counter_value,
+    Clock, KeyValue, Outbound, OutboundError, OutboundRequest, OutboundResponse, Pending, Platform,
+    Random, StoreError, Variables, counter_value, ready,
 };
 
 /// A key-value store in memory; `down` makes every call fail like an unreachable Redis, and
@@ -50,76 +52,88 @@ impl MemoryStore {
     }
 }
 
+/// Answers at once, as Spin's 0.2 store does.
 impl KeyValue for MemoryStore {
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.available()?;
-        Ok(self.entries.borrow().get(key).cloned())
+    fn get<'a>(&'a self, key: &'a str) -> Pending<'a, Result<Option<Vec<u8>>, StoreError>> {
+        ready(
+            self.available()
+                .map(|()| self.entries.borrow().get(key).cloned()),
+        )
     }
 
-    fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.available()?;
-        self.entries
-            .borrow_mut()
-            .insert(key.to_owned(), value.to_vec());
-        Ok(())
+    fn set<'a>(&'a self, key: &'a str, value: &'a [u8]) -> Pending<'a, Result<(), StoreError>> {
+        ready(self.available().map(|()| {
+            self.entries
+                .borrow_mut()
+                .insert(key.to_owned(), value.to_vec());
+        }))
     }
 
-    fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.available()?;
-        self.entries.borrow_mut().remove(key);
-        Ok(())
+    fn delete<'a>(&'a self, key: &'a str) -> Pending<'a, Result<(), StoreError>> {
+        ready(self.available().map(|()| {
+            self.entries.borrow_mut().remove(key);
+        }))
     }
 
-    fn exists(&self, key: &str) -> Result<bool, StoreError> {
-        self.available()?;
-        Ok(self.entries.borrow().contains_key(key))
+    fn exists<'a>(&'a self, key: &'a str) -> Pending<'a, Result<bool, StoreError>> {
+        ready(
+            self.available()
+                .map(|()| self.entries.borrow().contains_key(key)),
+        )
     }
 
-    fn get_keys(&self) -> Result<Vec<String>, StoreError> {
-        self.available()?;
-        Ok(self.entries.borrow().keys().cloned().collect())
+    fn get_keys(&self) -> Pending<'_, Result<Vec<String>, StoreError>> {
+        ready(
+            self.available()
+                .map(|()| self.entries.borrow().keys().cloned().collect()),
+        )
     }
 
-    fn set_many(&self, pairs: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
-        self.available()?;
-        let mut entries = self.entries.borrow_mut();
-        for (key, value) in pairs {
-            entries.insert(key.clone(), value.clone());
-        }
-        Ok(())
+    fn set_many<'a>(
+        &'a self,
+        pairs: &'a [(String, Vec<u8>)],
+    ) -> Pending<'a, Result<(), StoreError>> {
+        ready(self.available().map(|()| {
+            let mut entries = self.entries.borrow_mut();
+            for (key, value) in pairs {
+                entries.insert(key.clone(), value.clone());
+            }
+        }))
     }
 
     /// Counters as Spin's SQLite store keeps them.
-    fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
-        self.available()?;
-        let mut entries = self.entries.borrow_mut();
-        let count = entries.get(key).map_or(Some(0), |v| counter_value(v));
-        let sum = count.ok_or_else(|| StoreError("not a counter".into()))? + delta;
-        entries.insert(key.to_owned(), sum.to_le_bytes().to_vec());
-        Ok(sum)
+    fn increment<'a>(&'a self, key: &'a str, delta: i64) -> Pending<'a, Result<i64, StoreError>> {
+        ready(self.available().and_then(|()| {
+            let mut entries = self.entries.borrow_mut();
+            let count = entries.get(key).map_or(Some(0), |v| counter_value(v));
+            let sum = count.ok_or_else(|| StoreError("not a counter".into()))? + delta;
+            entries.insert(key.to_owned(), sum.to_le_bytes().to_vec());
+            Ok(sum)
+        }))
     }
 
-    fn compare_and_swap(
-        &self,
-        key: &str,
-        expected: &[u8],
-        value: &[u8],
-    ) -> Result<bool, StoreError> {
-        self.available()?;
-        let mut entries = self.entries.borrow_mut();
-        match entries.get_mut(key) {
-            Some(current) if current == expected => {
-                *current = value.to_vec();
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
+    fn compare_and_swap<'a>(
+        &'a self,
+        key: &'a str,
+        expected: &'a [u8],
+        value: &'a [u8],
+    ) -> Pending<'a, Result<bool, StoreError>> {
+        ready(
+            self.available()
+                .map(|()| match self.entries.borrow_mut().get_mut(key) {
+                    Some(current) if current == expected => {
+                        *current = value.to_vec();
+                        true
+                    }
+                    _ => false,
+                }),
+        )
     }
 }
 
 impl Variables for HashMap<String, String> {
-    fn get(&self, name: &str) -> Option<String> {
-        HashMap::get(self, name).cloned()
+    fn get<'a>(&'a self, name: &'a str) -> Pending<'a, Option<String>> {
+        ready(HashMap::get(self, name).cloned())
     }
 }
 
@@ -165,12 +179,17 @@ impl FakeOutbound {
 }
 
 impl Outbound for FakeOutbound {
-    fn send(&self, request: OutboundRequest) -> Result<OutboundResponse, OutboundError> {
+    fn send(
+        &self,
+        request: OutboundRequest,
+    ) -> Pending<'_, Result<OutboundResponse, OutboundError>> {
         self.sent.borrow_mut().push(request);
-        self.answers
-            .borrow_mut()
-            .pop_front()
-            .unwrap_or_else(|| Err(OutboundError::Unreachable("no answer scripted".into())))
+        ready(
+            self.answers
+                .borrow_mut()
+                .pop_front()
+                .unwrap_or_else(|| Err(OutboundError::Unreachable("no answer scripted".into()))),
+        )
     }
 }
 
@@ -218,7 +237,7 @@ impl TestApp {
             random: &self.random,
             outbound: &self.outbound,
         };
-        crate::handle(&request, platform)
+        block_on(crate::handle(&request, platform))
     }
 
     pub fn get(&self, path_and_query: &str) -> Response {
@@ -232,6 +251,15 @@ impl TestApp {
                 .with_header("content-type", JSON)
                 .with_body(body),
         )
+    }
+}
+
+/// The answer of `future`, which must have it at once: every fake answers at once, so the
+/// app's futures finish in one poll.
+pub fn block_on<T>(future: impl Future<Output = T>) -> T {
+    match pin!(future).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(answer) => answer,
+        Poll::Pending => panic!("the app waited on something no fake provides"),
     }
 }
 

@@ -95,7 +95,7 @@ impl GreetingInput {
     }
 }
 
-pub fn create(platform: Platform, input: GreetingInput) -> Result<Greeting, ApiError> {
+pub async fn create(platform: Platform<'_>, input: GreetingInput) -> Result<Greeting, ApiError> {
     let (name, message) = input.into_valid()?;
     let store = platform.store;
     let now = platform.clock.now_unix_ms();
@@ -108,37 +108,50 @@ pub fn create(platform: Platform, input: GreetingInput) -> Result<Greeting, ApiE
         updated_at: created_at.clone(),
         created_at,
     };
-    let position = greeting_log::take_position(store)?;
+    let position = greeting_log::take_position(store).await?;
     let stored = Stored {
         greeting,
         position: Some(position),
     };
-    store.set_many(&[
-        (key(id), encode(&stored)?),
-        greeting_log::entry(position, id),
-    ])?;
+    store
+        .set_many(&[
+            (key(id), encode(&stored)?),
+            greeting_log::entry(position, id),
+        ])
+        .await?;
     Ok(stored.greeting)
 }
 
 /// The greeting `id`; 404 when there is none (including ids that are not ULIDs).
-pub fn find(store: &dyn KeyValue, id: &str) -> Result<Greeting, ApiError> {
+pub async fn find(store: &dyn KeyValue, id: &str) -> Result<Greeting, ApiError> {
     let id = parse_id(id)?;
-    Ok(load(store, id)?.ok_or_else(|| not_found(id))?.1.greeting)
+    Ok(load(store, id)
+        .await?
+        .ok_or_else(|| not_found(id))?
+        .1
+        .greeting)
 }
 
 /// Replaces the name and message of greeting `id`, keeping its id, `created_at` and position.
 /// A swap, so that a greeting deleted meanwhile stays deleted.
-pub fn replace(platform: Platform, id: &str, input: GreetingInput) -> Result<Greeting, ApiError> {
+pub async fn replace(
+    platform: Platform<'_>,
+    id: &str,
+    input: GreetingInput,
+) -> Result<Greeting, ApiError> {
     let (name, message) = input.into_valid()?;
     let id = parse_id(id)?;
     for _ in 0..MAX_SWAP_ATTEMPTS {
-        let (old, mut stored) = load(platform.store, id)?.ok_or_else(|| not_found(id))?;
+        let (old, mut stored) = load(platform.store, id)
+            .await?
+            .ok_or_else(|| not_found(id))?;
         stored.greeting.name.clone_from(&name);
         stored.greeting.message.clone_from(&message);
         stored.greeting.updated_at = rfc3339_millis(platform.clock.now_unix_ms());
         if platform
             .store
-            .compare_and_swap(&key(id), &old, &encode(&stored)?)?
+            .compare_and_swap(&key(id), &old, &encode(&stored)?)
+            .await?
         {
             return Ok(stored.greeting);
         }
@@ -148,27 +161,29 @@ pub fn replace(platform: Platform, id: &str, input: GreetingInput) -> Result<Gre
 
 /// Blanks the greeting's log entry, then removes the record: a crash in between leaves a
 /// greeting that is no longer listed and that a second DELETE removes.
-pub fn delete(store: &dyn KeyValue, id: &str) -> Result<(), ApiError> {
+pub async fn delete(store: &dyn KeyValue, id: &str) -> Result<(), ApiError> {
     let id = parse_id(id)?;
-    let (_, stored) = load(store, id)?.ok_or_else(|| not_found(id))?;
+    let (_, stored) = load(store, id).await?.ok_or_else(|| not_found(id))?;
     if let Some(position) = stored.position {
-        greeting_log::remove(store, position, id)?;
+        greeting_log::remove(store, position, id).await?;
     }
-    Ok(store.delete(&key(id))?)
+    Ok(store.delete(&key(id)).await?)
 }
 
 /// A page of greetings, newest first. A log entry counts only if its record is still there
 /// with that position, so deleted greetings and entries a crash left behind are skipped.
-pub fn list(store: &dyn KeyValue, request: PageRequest) -> Result<GreetingPage, ApiError> {
-    backfill(store)?;
+pub async fn list(store: &dyn KeyValue, request: PageRequest) -> Result<GreetingPage, ApiError> {
+    backfill(store).await?;
     // One more than the page, to know whether another page follows.
+    let listed = async |position, id| {
+        Ok(load(store, id)
+            .await?
+            .map(|(_, stored)| stored)
+            .filter(|stored| stored.position == Some(position))
+            .map(|stored| stored.greeting))
+    };
     let mut found =
-        greeting_log::newest_first(store, request.cursor, request.limit + 1, |position, id| {
-            Ok(load(store, id)?
-                .map(|(_, stored)| stored)
-                .filter(|stored| stored.position == Some(position))
-                .map(|stored| stored.greeting))
-        })?;
+        greeting_log::newest_first(store, request.cursor, request.limit + 1, listed).await?;
     let more = found.len() > request.limit;
     found.truncate(request.limit);
     let next_cursor = found
@@ -185,48 +200,52 @@ pub fn list(store: &dyn KeyValue, request: PageRequest) -> Result<GreetingPage, 
 /// per store: the upgrade from the version without a log. Several hosts may run it at once:
 /// a record takes a position by swap, and the loser's entry is abandoned. Until it has
 /// finished (it reads every key, once), every listing tries again.
-fn backfill(store: &dyn KeyValue) -> Result<(), ApiError> {
-    if store.exists(BACKFILLED_KEY)? {
+async fn backfill(store: &dyn KeyValue) -> Result<(), ApiError> {
+    if store.exists(BACKFILLED_KEY).await? {
         return Ok(());
     }
     let mut ids: Vec<GreetingId> = store
-        .get_keys()?
+        .get_keys()
+        .await?
         .iter()
         .filter_map(|key| key.strip_prefix(KEY_PREFIX).and_then(GreetingId::parse))
         .collect();
     ids.sort_unstable_by(|a, b| b.cmp(a));
     for id in ids {
-        give_position(store, id)?;
+        give_position(store, id).await?;
     }
-    Ok(store.set(BACKFILLED_KEY, b"1")?)
+    Ok(store.set(BACKFILLED_KEY, b"1").await?)
 }
 
-fn give_position(store: &dyn KeyValue, id: GreetingId) -> Result<(), ApiError> {
+async fn give_position(store: &dyn KeyValue, id: GreetingId) -> Result<(), ApiError> {
     for _ in 0..MAX_SWAP_ATTEMPTS {
-        let Some((old, mut stored)) = load_lenient(store, id)? else {
+        let Some((old, mut stored)) = load_lenient(store, id).await? else {
             return Ok(());
         };
         if stored.position.is_some() {
             return Ok(());
         }
-        let position = greeting_log::take_older_position(store)?;
+        let position = greeting_log::take_older_position(store).await?;
         let (entry_key, entry) = greeting_log::entry(position, id);
-        store.set(&entry_key, &entry)?;
+        store.set(&entry_key, &entry).await?;
         stored.position = Some(position);
-        if store.compare_and_swap(&key(id), &old, &encode(&stored)?)? {
+        if store
+            .compare_and_swap(&key(id), &old, &encode(&stored)?)
+            .await?
+        {
             return Ok(());
         }
-        greeting_log::abandon(store, position)?;
+        greeting_log::abandon(store, position).await?;
     }
     Err(busy(id))
 }
 
 /// Like [`load`], but a corrupt record is left as it is (a GET of it is a 500 as before).
-fn load_lenient(
+async fn load_lenient(
     store: &dyn KeyValue,
     id: GreetingId,
 ) -> Result<Option<(Vec<u8>, Stored)>, ApiError> {
-    match load(store, id) {
+    match load(store, id).await {
         Err(error) if error.code == ErrorCode::InternalError => Ok(None),
         other => other,
     }
@@ -250,8 +269,8 @@ fn busy(id: GreetingId) -> ApiError {
 }
 
 /// The stored bytes of greeting `id` (what a swap expects) and the record they hold.
-fn load(store: &dyn KeyValue, id: GreetingId) -> Result<Option<(Vec<u8>, Stored)>, ApiError> {
-    let Some(value) = store.get(&key(id))? else {
+async fn load(store: &dyn KeyValue, id: GreetingId) -> Result<Option<(Vec<u8>, Stored)>, ApiError> {
+    let Some(value) = store.get(&key(id)).await? else {
         return Ok(None);
     };
     let stored = decode(id, &value)?;

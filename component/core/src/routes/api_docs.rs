@@ -13,7 +13,7 @@ use crate::router::Call;
     tag = "docs",
     responses((status = 200, description = "The OpenAPI document", body = Object))
 )]
-pub fn openapi_json(_: &Call) -> Result<Response, ApiError> {
+pub async fn openapi_json(_: &Call<'_>) -> Result<Response, ApiError> {
     Ok(Response::with_content_type(200, JSON, OPENAPI_JSON))
 }
 
@@ -24,7 +24,7 @@ pub fn openapi_json(_: &Call) -> Result<Response, ApiError> {
     tag = "docs",
     responses((status = 200, description = "An HTML page", body = String, content_type = "text/html"))
 )]
-pub fn docs(_: &Call) -> Result<Response, ApiError> {
+pub async fn docs(_: &Call<'_>) -> Result<Response, ApiError> {
     Ok(Response::with_content_type(200, HTML, SWAGGER_UI_PAGE))
 }
 

@@ -52,8 +52,8 @@ fn dead_key(level: u32, position: u64) -> String {
     )
 }
 
-fn counter(store: &dyn KeyValue, key: &str) -> Result<u64, ApiError> {
-    match store.get(key)? {
+async fn counter(store: &dyn KeyValue, key: &str) -> Result<u64, ApiError> {
+    match store.get(key).await? {
         None => Ok(0),
         Some(stored) => counter_value(&stored)
             .and_then(|count| u64::try_from(count).ok())
@@ -66,18 +66,18 @@ fn counter(store: &dyn KeyValue, key: &str) -> Result<u64, ApiError> {
 
 /// Takes the next position, above all others. It is the greeting's once [`entry`] is stored
 /// with its record.
-pub fn take_position(store: &dyn KeyValue) -> Result<u64, ApiError> {
-    Ok(FIRST_NEW - 1 + take(store, HEAD_KEY, u64::MAX - FIRST_NEW)?)
+pub async fn take_position(store: &dyn KeyValue) -> Result<u64, ApiError> {
+    Ok(FIRST_NEW - 1 + take(store, HEAD_KEY, u64::MAX - FIRST_NEW).await?)
 }
 
 /// Takes the next position below all others, for a record from before the log.
-pub fn take_older_position(store: &dyn KeyValue) -> Result<u64, ApiError> {
-    Ok(FIRST_NEW - take(store, TAIL_KEY, FIRST_NEW - 1)?)
+pub async fn take_older_position(store: &dyn KeyValue) -> Result<u64, ApiError> {
+    Ok(FIRST_NEW - take(store, TAIL_KEY, FIRST_NEW - 1).await?)
 }
 
 /// Increments the counter `key`, which may reach `most`.
-fn take(store: &dyn KeyValue, key: &str, most: u64) -> Result<u64, ApiError> {
-    let count = store.increment(key, 1)?;
+async fn take(store: &dyn KeyValue, key: &str, most: u64) -> Result<u64, ApiError> {
+    let count = store.increment(key, 1).await?;
     u64::try_from(count)
         .ok()
         .filter(|count| (1..=most).contains(count))
@@ -94,24 +94,27 @@ pub fn entry(position: u64, id: GreetingId) -> (String, Vec<u8>) {
 
 /// Blanks the entry of `id` at `position`. Whoever blanks it counts it dead, exactly once
 /// however many callers race; an entry already blank (or never written) is left alone.
-pub fn remove(store: &dyn KeyValue, position: u64, id: GreetingId) -> Result<(), ApiError> {
+pub async fn remove(store: &dyn KeyValue, position: u64, id: GreetingId) -> Result<(), ApiError> {
     let key = entry_key(position);
-    if store.compare_and_swap(&key, id.to_string().as_bytes(), b"")? {
-        count_dead(store, position)?;
+    if store
+        .compare_and_swap(&key, id.to_string().as_bytes(), b"")
+        .await?
+    {
+        count_dead(store, position).await?;
     }
     Ok(())
 }
 
 /// Blanks an entry the caller owns alone (taken, written, never made a record's).
-pub fn abandon(store: &dyn KeyValue, position: u64) -> Result<(), ApiError> {
-    store.set(&entry_key(position), b"")?;
-    count_dead(store, position)
+pub async fn abandon(store: &dyn KeyValue, position: u64) -> Result<(), ApiError> {
+    store.set(&entry_key(position), b"").await?;
+    count_dead(store, position).await
 }
 
-fn count_dead(store: &dyn KeyValue, position: u64) -> Result<(), ApiError> {
+async fn count_dead(store: &dyn KeyValue, position: u64) -> Result<(), ApiError> {
     for level in 1..=LEVELS {
         // Only the call that fills a block counts it in the level above.
-        if store.increment(&dead_key(level, position), 1)? != BLOCK as i64 {
+        if store.increment(&dead_key(level, position), 1).await? != BLOCK as i64 {
             break;
         }
     }
@@ -121,13 +124,13 @@ fn count_dead(store: &dyn KeyValue, position: u64) -> Result<(), ApiError> {
 /// Up to `want` live entries below `before` (exclusive; the top of the log when `None`),
 /// newest first. `load` turns an entry into an item, or `None` when the record no longer
 /// has that position (deleted, or an entry a crash left behind).
-pub fn newest_first<T>(
+pub async fn newest_first<T>(
     store: &dyn KeyValue,
     before: Option<u64>,
     want: usize,
-    mut load: impl FnMut(u64, GreetingId) -> Result<Option<T>, ApiError>,
+    mut load: impl AsyncFnMut(u64, GreetingId) -> Result<Option<T>, ApiError>,
 ) -> Result<Vec<(u64, T)>, ApiError> {
-    let top = (FIRST_NEW - 1).saturating_add(counter(store, HEAD_KEY)?);
+    let top = (FIRST_NEW - 1).saturating_add(counter(store, HEAD_KEY).await?);
     let mut position = before.map_or(top, |before| before.saturating_sub(1).min(top));
     // Below the new greetings, the walk ends at the oldest record's position (read once).
     let mut oldest = None;
@@ -136,23 +139,24 @@ pub fn newest_first<T>(
         if position < FIRST_NEW {
             let oldest = match oldest {
                 Some(oldest) => oldest,
-                None => *oldest.insert(FIRST_NEW - counter(store, TAIL_KEY)?.min(FIRST_NEW)),
+                None => *oldest.insert(FIRST_NEW - counter(store, TAIL_KEY).await?.min(FIRST_NEW)),
             };
             if position < oldest {
                 break;
             }
         }
         let id = store
-            .get(&entry_key(position))?
+            .get(&entry_key(position))
+            .await?
             .and_then(|bytes| GreetingId::parse(std::str::from_utf8(&bytes).ok()?));
         match id {
             Some(id) => {
-                if let Some(item) = load(position, id)? {
+                if let Some(item) = load(position, id).await? {
                     found.push((position, item));
                 }
                 position -= 1;
             }
-            None => position = below_dead_blocks(store, position)?,
+            None => position = below_dead_blocks(store, position).await?,
         }
     }
     Ok(found)
@@ -160,10 +164,10 @@ pub fn newest_first<T>(
 
 /// The next position to look at below an empty entry: past the largest block around it
 /// whose positions are all dead.
-fn below_dead_blocks(store: &dyn KeyValue, position: u64) -> Result<u64, ApiError> {
+async fn below_dead_blocks(store: &dyn KeyValue, position: u64) -> Result<u64, ApiError> {
     let mut lowest = position;
     for level in 1..=LEVELS {
-        if counter(store, &dead_key(level, position))? < BLOCK {
+        if counter(store, &dead_key(level, position)).await? < BLOCK {
             break;
         }
         let width = BLOCK_BITS * level;
@@ -175,7 +179,8 @@ fn below_dead_blocks(store: &dyn KeyValue, position: u64) -> Result<u64, ApiErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fakes::MemoryStore;
+    use crate::fakes::{MemoryStore, block_on};
+    use crate::platform::{Pending, StoreError};
 
     /// Counts the store's calls, to show what a walk costs.
     struct Counting<'a> {
@@ -190,40 +195,47 @@ mod tests {
     }
 
     impl KeyValue for Counting<'_> {
-        fn get(&self, key: &str) -> Result<Option<Vec<u8>>, crate::StoreError> {
+        fn get<'a>(&'a self, key: &'a str) -> Pending<'a, Result<Option<Vec<u8>>, StoreError>> {
             self.tick();
             self.store.get(key)
         }
-        fn set(&self, key: &str, value: &[u8]) -> Result<(), crate::StoreError> {
+        fn set<'a>(&'a self, key: &'a str, value: &'a [u8]) -> Pending<'a, Result<(), StoreError>> {
             self.tick();
             self.store.set(key, value)
         }
-        fn delete(&self, key: &str) -> Result<(), crate::StoreError> {
+        fn delete<'a>(&'a self, key: &'a str) -> Pending<'a, Result<(), StoreError>> {
             self.tick();
             self.store.delete(key)
         }
-        fn exists(&self, key: &str) -> Result<bool, crate::StoreError> {
+        fn exists<'a>(&'a self, key: &'a str) -> Pending<'a, Result<bool, StoreError>> {
             self.tick();
             self.store.exists(key)
         }
-        fn get_keys(&self) -> Result<Vec<String>, crate::StoreError> {
+        fn get_keys(&self) -> Pending<'_, Result<Vec<String>, StoreError>> {
             self.tick();
             self.store.get_keys()
         }
-        fn set_many(&self, pairs: &[(String, Vec<u8>)]) -> Result<(), crate::StoreError> {
+        fn set_many<'a>(
+            &'a self,
+            pairs: &'a [(String, Vec<u8>)],
+        ) -> Pending<'a, Result<(), StoreError>> {
             self.tick();
             self.store.set_many(pairs)
         }
-        fn increment(&self, key: &str, delta: i64) -> Result<i64, crate::StoreError> {
+        fn increment<'a>(
+            &'a self,
+            key: &'a str,
+            delta: i64,
+        ) -> Pending<'a, Result<i64, StoreError>> {
             self.tick();
             self.store.increment(key, delta)
         }
-        fn compare_and_swap(
-            &self,
-            key: &str,
-            expected: &[u8],
-            value: &[u8],
-        ) -> Result<bool, crate::StoreError> {
+        fn compare_and_swap<'a>(
+            &'a self,
+            key: &'a str,
+            expected: &'a [u8],
+            value: &'a [u8],
+        ) -> Pending<'a, Result<bool, StoreError>> {
             self.tick();
             self.store.compare_and_swap(key, expected, value)
         }
@@ -233,9 +245,9 @@ mod tests {
         (0..n)
             .map(|i| {
                 let id = GreetingId::new(1_000 + i, 0);
-                let position = take_position(store).unwrap();
+                let position = block_on(take_position(store)).unwrap();
                 let (key, value) = entry(position, id);
-                store.set_many(&[(key, value)]).unwrap();
+                block_on(store.set_many(&[(key, value)])).unwrap();
                 (position, id)
             })
             .collect()
@@ -247,11 +259,13 @@ mod tests {
     }
 
     fn live(store: &dyn KeyValue, before: Option<u64>, want: usize) -> Vec<u64> {
-        newest_first(store, before, want, |_, id| Ok(Some(id)))
-            .unwrap()
-            .into_iter()
-            .map(|(position, _)| position)
-            .collect()
+        block_on(newest_first(store, before, want, async |_, id| {
+            Ok(Some(id))
+        }))
+        .unwrap()
+        .into_iter()
+        .map(|(position, _)| position)
+        .collect()
     }
 
     #[test]
@@ -279,9 +293,12 @@ mod tests {
         let entries = append(&store, 3);
         let (position, id) = entries[1];
         for _ in 0..3 {
-            remove(&store, position, id).unwrap();
+            block_on(remove(&store, position, id)).unwrap();
         }
-        assert_eq!(counter(&store, &dead_key(1, position)).unwrap(), 1);
+        assert_eq!(
+            block_on(counter(&store, &dead_key(1, position))).unwrap(),
+            1
+        );
         assert_eq!(live(&store, None, 10), [nth(3), nth(1)]);
     }
 
@@ -291,7 +308,7 @@ mod tests {
         let entries = append(&store, 3 * BLOCK * BLOCK);
         // Delete all but the first and the last greeting.
         for &(position, id) in &entries[1..entries.len() - 1] {
-            remove(&store, position, id).unwrap();
+            block_on(remove(&store, position, id)).unwrap();
         }
         let counting = Counting {
             store: &store,
@@ -311,8 +328,8 @@ mod tests {
     fn gaps_and_foreign_entries_are_stepped_over() {
         let store = MemoryStore::default();
         append(&store, 2);
-        take_position(&store).unwrap(); // taken, never written: a crash
-        let foreign = take_position(&store).unwrap();
+        block_on(take_position(&store)).unwrap(); // taken, never written: a crash
+        let foreign = block_on(take_position(&store)).unwrap();
         store.set_raw(&entry_key(foreign), b"not an id");
         append(&store, 1);
         assert_eq!(live(&store, None, 10), [nth(5), nth(2), nth(1)]);
@@ -322,8 +339,11 @@ mod tests {
     fn an_abandoned_position_counts_as_dead() {
         let store = MemoryStore::default();
         let entries = append(&store, 1);
-        abandon(&store, entries[0].0).unwrap();
-        assert_eq!(counter(&store, &dead_key(1, entries[0].0)).unwrap(), 1);
+        block_on(abandon(&store, entries[0].0)).unwrap();
+        assert_eq!(
+            block_on(counter(&store, &dead_key(1, entries[0].0))).unwrap(),
+            1
+        );
         assert!(live(&store, None, 10).is_empty());
     }
 
@@ -333,9 +353,9 @@ mod tests {
         let new = append(&store, 2);
         let older: Vec<u64> = (0..3)
             .map(|i| {
-                let position = take_older_position(&store).unwrap();
+                let position = block_on(take_older_position(&store)).unwrap();
                 let (key, value) = entry(position, GreetingId::new(i, 0));
-                store.set_many(&[(key, value)]).unwrap();
+                block_on(store.set_many(&[(key, value)])).unwrap();
                 position
             })
             .collect();

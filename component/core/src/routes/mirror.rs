@@ -29,7 +29,7 @@ pub struct Mirrored {
         (status = 400, description = "`invalid_parameter`: no word, an empty or too long one", body = ErrorBody),
     )
 )]
-pub fn mirror_word(call: &Call) -> Result<Response, ApiError> {
+pub async fn mirror_word(call: &Call<'_>) -> Result<Response, ApiError> {
     let word = query_param(call.request.query(), "word")?.ok_or_else(|| {
         ApiError::new(
             ErrorCode::InvalidParameter,

@@ -9,9 +9,10 @@ use utoipa::openapi::path::HttpMethod;
 use crate::errors::{ApiError, ErrorCode};
 use crate::http::{Request, Response};
 use crate::params::decode_path_segment;
-use crate::platform::Platform;
+use crate::platform::{Pending, Platform};
 
-pub type Handler = fn(&Call) -> Result<Response, ApiError>;
+/// A route's answer to a call, once it has it.
+pub type Handler = for<'a> fn(&'a Call<'a>) -> Pending<'a, Result<Response, ApiError>>;
 
 /// A handler and what its `#[utoipa::path]` annotation generated.
 pub struct Route {
@@ -67,7 +68,7 @@ impl Call<'_> {
 
 /// Runs the route matching the request's path and method. A path that no route matches is
 /// 404; a path some route matches with other methods only is 405 with `Allow`.
-pub fn dispatch(routes: &[Route], request: &Request, platform: Platform) -> Response {
+pub async fn dispatch(routes: &[Route], request: &Request, platform: Platform<'_>) -> Response {
     let mut allowed = Vec::new();
     for route in routes {
         let Some(path_params) = match_template(&(route.path)(), request.path()) else {
@@ -83,7 +84,9 @@ pub fn dispatch(routes: &[Route], request: &Request, platform: Platform) -> Resp
                 platform,
                 path_params,
             };
-            return (route.handler)(&call).unwrap_or_else(ApiError::into_response);
+            return (route.handler)(&call)
+                .await
+                .unwrap_or_else(ApiError::into_response);
         }
         allowed.extend(methods.iter().map(method_name));
     }

@@ -23,8 +23,8 @@ use crate::validation::json_body;
         (status = 503, description = "`store_unavailable`", body = ErrorBody),
     )
 )]
-pub fn create_greeting(call: &Call) -> Result<Response, ApiError> {
-    let greeting = greetings::create(call.platform, json_body(call.request)?)?;
+pub async fn create_greeting(call: &Call<'_>) -> Result<Response, ApiError> {
+    let greeting = greetings::create(call.platform, json_body(call.request)?).await?;
     let location = format!("/api/greetings/{}", greeting.id);
     Ok(Response::json(201, &greeting).with_header("location", location))
 }
@@ -44,12 +44,10 @@ pub fn create_greeting(call: &Call) -> Result<Response, ApiError> {
         (status = 503, description = "`store_unavailable`", body = ErrorBody),
     )
 )]
-pub fn list_greetings(call: &Call) -> Result<Response, ApiError> {
+pub async fn list_greetings(call: &Call<'_>) -> Result<Response, ApiError> {
     let request = PageRequest::from_query(call.request.query())?;
-    Ok(Response::json(
-        200,
-        &greetings::list(call.platform.store, request)?,
-    ))
+    let page = greetings::list(call.platform.store, request).await?;
+    Ok(Response::json(200, &page))
 }
 
 /// Reads one greeting.
@@ -64,8 +62,8 @@ pub fn list_greetings(call: &Call) -> Result<Response, ApiError> {
         (status = 503, description = "`store_unavailable`", body = ErrorBody),
     )
 )]
-pub fn get_greeting(call: &Call) -> Result<Response, ApiError> {
-    let greeting = greetings::find(call.platform.store, &call.path_param("id")?)?;
+pub async fn get_greeting(call: &Call<'_>) -> Result<Response, ApiError> {
+    let greeting = greetings::find(call.platform.store, &call.path_param("id")?).await?;
     Ok(Response::json(200, &greeting))
 }
 
@@ -86,9 +84,9 @@ pub fn get_greeting(call: &Call) -> Result<Response, ApiError> {
         (status = 503, description = "`store_unavailable`", body = ErrorBody),
     )
 )]
-pub fn replace_greeting(call: &Call) -> Result<Response, ApiError> {
+pub async fn replace_greeting(call: &Call<'_>) -> Result<Response, ApiError> {
     let input = json_body(call.request)?;
-    let greeting = greetings::replace(call.platform, &call.path_param("id")?, input)?;
+    let greeting = greetings::replace(call.platform, &call.path_param("id")?, input).await?;
     Ok(Response::json(200, &greeting))
 }
 
@@ -104,8 +102,8 @@ pub fn replace_greeting(call: &Call) -> Result<Response, ApiError> {
         (status = 503, description = "`store_unavailable`", body = ErrorBody),
     )
 )]
-pub fn delete_greeting(call: &Call) -> Result<Response, ApiError> {
-    greetings::delete(call.platform.store, &call.path_param("id")?)?;
+pub async fn delete_greeting(call: &Call<'_>) -> Result<Response, ApiError> {
+    greetings::delete(call.platform.store, &call.path_param("id")?).await?;
     Ok(Response::with_content_type(204, JSON, Vec::new()))
 }
 

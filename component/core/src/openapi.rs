@@ -1,8 +1,8 @@
 //! The OpenAPI 3.1 document, generated from the route table and served from `openapi.json`.
 //!
 //! Tests build the document from every route's `#[utoipa::path]` annotation and check that
-//! `component/openapi.json` is exactly that document; `GREETER_UPDATE_OPENAPI=1 cargo test -p
-//! greeter` rewrites the file. The component serves the file as it is: building the document
+//! `component/core/openapi.json` is exactly that document; `GREETER_UPDATE_OPENAPI=1 cargo test
+//! -p greeter-core` rewrites the file. The component serves the file as it is: building the document
 //! at run time would put utoipa's builders and their serializers in the .wasm (about 170 KB,
 //! over its size budget).
 
@@ -91,7 +91,9 @@ mod tests {
         if std::env::var_os("GREETER_UPDATE_OPENAPI").is_some() {
             std::fs::write(path, generated).expect("openapi.json is writable");
         } else {
-            panic!("{path} is out of date: run `GREETER_UPDATE_OPENAPI=1 cargo test -p greeter`");
+            panic!(
+                "{path} is out of date: run `GREETER_UPDATE_OPENAPI=1 cargo test -p greeter-core`"
+            );
         }
     }
 

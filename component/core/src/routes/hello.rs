@@ -24,7 +24,7 @@ pub struct Hello {
     tag = "hello",
     responses((status = 200, description = "Always `hello world!`", body = String, content_type = "text/plain"))
 )]
-pub fn root(_: &Call) -> Result<Response, ApiError> {
+pub async fn root(_: &Call<'_>) -> Result<Response, ApiError> {
     Ok(Response::with_content_type(200, TEXT, "hello world!"))
 }
 
@@ -39,7 +39,7 @@ pub fn root(_: &Call) -> Result<Response, ApiError> {
         (status = 400, description = "`invalid_parameter`: the name is empty, too long or not UTF-8", body = ErrorBody),
     )
 )]
-pub fn hello(call: &Call) -> Result<Response, ApiError> {
+pub async fn hello(call: &Call<'_>) -> Result<Response, ApiError> {
     let name = call.path_param("name")?;
     check_length("name", &name, NAME_CHARS, ErrorCode::InvalidParameter)?;
     Ok(Response::json(

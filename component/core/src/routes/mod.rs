@@ -11,21 +11,38 @@ mod uploads;
 
 use crate::router::Route;
 
+/// The route of `handler`, an `async fn(&Call) -> Result<Response, ApiError>` whose
+/// `#[utoipa::path]` annotation generated `annotation` beside it.
+macro_rules! route {
+    ($annotation:ty, $handler:path) => {
+        Route::new::<$annotation>(|call| Box::pin($handler(call)))
+    };
+}
+
 pub const ROUTES: &[Route] = &[
-    Route::new::<hello::__path_root>(hello::root),
-    Route::new::<hello::__path_hello>(hello::hello),
-    Route::new::<greetings::__path_create_greeting>(greetings::create_greeting),
-    Route::new::<greetings::__path_list_greetings>(greetings::list_greetings),
-    Route::new::<greetings::__path_get_greeting>(greetings::get_greeting),
-    Route::new::<greetings::__path_replace_greeting>(greetings::replace_greeting),
-    Route::new::<greetings::__path_delete_greeting>(greetings::delete_greeting),
-    Route::new::<probes::__path_health>(probes::health),
-    Route::new::<probes::__path_ready>(probes::ready),
-    Route::new::<mirror::__path_mirror_word>(mirror::mirror_word),
-    Route::new::<upload::__path_upload_random>(upload::upload_random),
-    Route::new::<uploads::__path_list_uploads>(uploads::list_uploads),
-    Route::new::<api_docs::__path_openapi_json>(api_docs::openapi_json),
-    Route::new::<api_docs::__path_docs>(api_docs::docs),
+    route!(hello::__path_root, hello::root),
+    route!(hello::__path_hello, hello::hello),
+    route!(
+        greetings::__path_create_greeting,
+        greetings::create_greeting
+    ),
+    route!(greetings::__path_list_greetings, greetings::list_greetings),
+    route!(greetings::__path_get_greeting, greetings::get_greeting),
+    route!(
+        greetings::__path_replace_greeting,
+        greetings::replace_greeting
+    ),
+    route!(
+        greetings::__path_delete_greeting,
+        greetings::delete_greeting
+    ),
+    route!(probes::__path_health, probes::health),
+    route!(probes::__path_ready, probes::ready),
+    route!(mirror::__path_mirror_word, mirror::mirror_word),
+    route!(upload::__path_upload_random, upload::upload_random),
+    route!(uploads::__path_list_uploads, uploads::list_uploads),
+    route!(api_docs::__path_openapi_json, api_docs::openapi_json),
+    route!(api_docs::__path_docs, api_docs::docs),
 ];
 
 #[cfg(test)]

@@ -48,13 +48,15 @@ impl S3Config {
     /// Reads the variables, trimmed (a Kubernetes Secret often ends with a newline). A missing
     /// or empty one, or one that makes no sense, is a 503 `not_configured` that names it and
     /// never shows a key.
-    pub fn from_variables(variables: &dyn Variables) -> Result<Self, ApiError> {
-        let values = VARIABLES.map(|name| {
-            variables
+    pub async fn from_variables(variables: &dyn Variables) -> Result<Self, ApiError> {
+        let mut values = [const { None }; VARIABLES.len()];
+        for (value, name) in values.iter_mut().zip(VARIABLES) {
+            *value = variables
                 .get(name)
+                .await
                 .map(|value| value.trim().to_owned())
-                .filter(|value| !value.is_empty())
-        });
+                .filter(|value| !value.is_empty());
+        }
         let missing: Vec<&str> = VARIABLES
             .iter()
             .zip(&values)
@@ -203,6 +205,7 @@ mod tests {
 
     use super::{S3Config, query_string};
     use crate::errors::ErrorCode;
+    use crate::fakes::block_on;
 
     fn variables(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         let mut map: HashMap<String, String> = [
@@ -223,14 +226,14 @@ mod tests {
     }
 
     fn config(pairs: &[(&str, &str)]) -> S3Config {
-        match S3Config::from_variables(&variables(pairs)) {
+        match block_on(S3Config::from_variables(&variables(pairs))) {
             Ok(config) => config,
             Err(error) => panic!("{}", error.message),
         }
     }
 
     fn message(pairs: &[(&str, &str)]) -> String {
-        let Err(error) = S3Config::from_variables(&variables(pairs)) else {
+        let Err(error) = block_on(S3Config::from_variables(&variables(pairs))) else {
             panic!("{pairs:?} was accepted");
         };
         assert_eq!(error.code, ErrorCode::NotConfigured);

@@ -1,7 +1,12 @@
-//! The small request and response types the app speaks. The Spin adapter converts to and from
+//! The small request and response types the app speaks. The Spin adapters convert to and from
 //! them, so everything else is plain Rust that tests can drive directly.
 
+use std::fmt::Display;
+
 use serde::Serialize;
+
+use crate::errors::{ApiError, ErrorCode};
+use crate::limits::BODY_MAX_BYTES;
 
 pub const JSON: &str = "application/json";
 pub const TEXT: &str = "text/plain; charset=utf-8";
@@ -39,8 +44,8 @@ impl Request {
         self
     }
 
-    /// The body as read. The Spin adapter reads at most one byte more than
-    /// [`BODY_MAX_BYTES`](crate::limits::BODY_MAX_BYTES), enough to tell that it is too large.
+    /// The body as read: by [`read_body`], at most one byte more than [`BODY_MAX_BYTES`],
+    /// enough to tell that it is too large.
     pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
         self.body = body.into();
         self
@@ -70,6 +75,27 @@ impl Request {
     pub fn body(&self) -> &[u8] {
         &self.body
     }
+}
+
+/// Reads a request body chunk by chunk from `next_chunk` (`None` at its end), stopping one byte
+/// past the body limit: enough for the app to answer 413 without holding an arbitrarily large
+/// body in memory. A body that breaks off is answered here.
+pub async fn read_body<E: Display>(
+    mut next_chunk: impl AsyncFnMut() -> Option<Result<Vec<u8>, E>>,
+) -> Result<Vec<u8>, Response> {
+    let mut body = Vec::new();
+    while body.len() <= BODY_MAX_BYTES {
+        match next_chunk().await {
+            Some(Ok(chunk)) => body.extend(chunk),
+            Some(Err(error)) => {
+                let message = format!("The request body could not be read: {error}.");
+                return Err(ApiError::new(ErrorCode::InternalError, message).into_response());
+            }
+            None => break,
+        }
+    }
+    body.truncate(BODY_MAX_BYTES + 1);
+    Ok(body)
 }
 
 /// An outgoing response; every constructor sets `content-type`.
@@ -113,3 +139,34 @@ impl Response {
 
 const UNSERIALIZABLE: &[u8] =
     br#"{"error":{"code":"internal_error","message":"The response could not be serialized."}}"#;
+
+#[cfg(test)]
+mod tests {
+    use super::read_body;
+    use crate::fakes::block_on;
+    use crate::limits::BODY_MAX_BYTES;
+
+    fn read(chunks: Vec<Result<Vec<u8>, &str>>) -> Result<Vec<u8>, u16> {
+        let mut chunks = chunks.into_iter();
+        block_on(read_body(async || chunks.next())).map_err(|response| response.status)
+    }
+
+    #[test]
+    fn reads_every_chunk_of_a_body_within_the_limit() {
+        let chunks = vec![Ok(b"ab".to_vec()), Ok(Vec::new()), Ok(b"c".to_vec())];
+        assert_eq!(read(chunks), Ok(b"abc".to_vec()));
+        assert_eq!(read(Vec::new()), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn stops_one_byte_past_the_limit() {
+        let chunk = vec![7; BODY_MAX_BYTES / 2 + 1];
+        let endless = (0..).map(|_| Ok(chunk.clone())).take(1_000).collect();
+        assert_eq!(read(endless).map(|body| body.len()), Ok(BODY_MAX_BYTES + 1));
+    }
+
+    #[test]
+    fn a_broken_body_is_a_500() {
+        assert_eq!(read(vec![Ok(b"ab".to_vec()), Err("reset")]), Err(500));
+    }
+}
