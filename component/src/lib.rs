@@ -57,7 +57,8 @@ async fn handle_request(incoming: IncomingRequest) -> SpinResponse {
 
 async fn read_request(incoming: IncomingRequest) -> Result<Request, Response> {
     let path_and_query = incoming.path_with_query().unwrap_or_else(|| "/".to_owned());
-    let mut request = Request::new(&incoming.method().to_string(), &path_and_query);
+    let method = incoming.method().to_string();
+    let mut request = Request::new(&method, &path_and_query);
     for (name, value) in incoming.headers().entries() {
         request = request.with_header(&name, &String::from_utf8_lossy(&value));
     }
@@ -66,7 +67,7 @@ async fn read_request(incoming: IncomingRequest) -> Result<Request, Response> {
         let chunk = chunks.next().await?;
         Some(chunk.map_err(|error| error.to_debug_string()))
     };
-    Ok(request.with_body(read_body(next_chunk).await?))
+    Ok(request.with_body(read_body(&method, next_chunk).await?))
 }
 
 /// Spin's key-value store, opened on first use so that routes without it never touch it:

@@ -68,7 +68,7 @@ async fn read_request(incoming: SpinRequest) -> Result<Request, Response> {
             Err(error) => return Some(Err(format!("{error:?}"))),
         }
     };
-    Ok(request.with_body(read_body(next_chunk).await?))
+    Ok(request.with_body(read_body(parts.method.as_str(), next_chunk).await?))
 }
 
 /// Spin's key-value store, opened on first use so that routes without it never touch it:
