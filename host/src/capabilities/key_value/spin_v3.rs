@@ -47,7 +47,7 @@ impl<T> key_value::HostStoreWithStore<T> for HasSelf<KeyValueState> {
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
         let (backend, limit) = backend_of(accessor, &store)?;
-        Ok(backend.get(key, limit).await.map_err(from_v2))
+        detached(async move { backend.get(key, limit).await.map_err(from_v2) }).await
     }
 
     async fn set(
@@ -57,7 +57,7 @@ impl<T> key_value::HostStoreWithStore<T> for HasSelf<KeyValueState> {
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), Error>> {
         let (backend, _) = backend_of(accessor, &store)?;
-        Ok(backend.set(key, value).await.map_err(from_v2))
+        detached(async move { backend.set(key, value).await.map_err(from_v2) }).await
     }
 
     async fn delete(
@@ -66,7 +66,7 @@ impl<T> key_value::HostStoreWithStore<T> for HasSelf<KeyValueState> {
         key: String,
     ) -> wasmtime::Result<Result<(), Error>> {
         let (backend, _) = backend_of(accessor, &store)?;
-        Ok(backend.delete_many(vec![key]).await.map_err(from_v2))
+        detached(async move { backend.delete_many(vec![key]).await.map_err(from_v2) }).await
     }
 
     async fn exists(
@@ -75,7 +75,7 @@ impl<T> key_value::HostStoreWithStore<T> for HasSelf<KeyValueState> {
         key: String,
     ) -> wasmtime::Result<Result<bool, Error>> {
         let (backend, _) = backend_of(accessor, &store)?;
-        Ok(backend.exists(key).await.map_err(from_v2))
+        detached(async move { backend.exists(key).await.map_err(from_v2) }).await
     }
 
     async fn get_keys(
@@ -84,7 +84,7 @@ impl<T> key_value::HostStoreWithStore<T> for HasSelf<KeyValueState> {
     ) -> wasmtime::Result<(StreamReader<String>, FutureReader<Result<(), Error>>)> {
         let (backend, limit) = backend_of(accessor, &store)?;
         // Listed whole, under the same result limit as 2.0.0, then streamed.
-        let (keys, outcome) = match backend.get_keys(limit).await {
+        let (keys, outcome) = match detached(async move { backend.get_keys(limit).await }).await? {
             Ok(keys) => (keys, Ok(())),
             Err(error) => (Vec::new(), Err(from_v2(error))),
         };
@@ -95,6 +95,17 @@ impl<T> key_value::HostStoreWithStore<T> for HasSelf<KeyValueState> {
             Ok((keys, outcome))
         })
     }
+}
+
+/// Runs a store operation on a task of its own. While a synchronous host call of the same
+/// instance (the draft `wasi:keyvalue` ones) is waiting, wasmtime polls none of the instance's
+/// concurrent calls; one of those left half-way through setting up a shared Redis
+/// connection would hold up that synchronous call, which waits for the same connection,
+/// for good.
+async fn detached<R: Send + 'static>(
+    operation: impl Future<Output = R> + Send + 'static,
+) -> wasmtime::Result<R> {
+    Ok(tokio::spawn(operation).await?)
 }
 
 fn from_v2(error: ErrorV2) -> Error {
