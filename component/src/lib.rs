@@ -94,7 +94,7 @@ fn store_error(error: key_value::Error) -> StoreError {
         key_value::Error::Other(reason) => StoreError(reason),
         key_value::Error::NoSuchStore => StoreError::no_such_store(),
         key_value::Error::AccessDenied => StoreError::access_denied(),
-        key_value::Error::StoreTableFull => StoreError("too many stores open".to_owned()),
+        key_value::Error::StoreTableFull => StoreError::table_full(),
     }
 }
 

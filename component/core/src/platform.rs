@@ -73,6 +73,10 @@ impl StoreError {
     pub fn access_denied() -> Self {
         Self(format!("access to store {STORE_LABEL} denied"))
     }
+
+    pub fn table_full() -> Self {
+        Self("too many stores open".to_owned())
+    }
 }
 
 /// The component's Spin variables (declared in spin.toml).
