@@ -11,7 +11,7 @@ WASM := --target wasm32-wasip2 --release
 COMPONENTS := -p greeter -p greeter-p3 -p hello -p faulty -p hello-p3 -p faulty-p3
 
 # The app's integration tests, run once more against its wasi:http@0.3 build.
-APP_TESTS := --test app --test api_contract --test listing --test redis --test s3
+APP_TESTS := --test app --test api_contract --test listing --test redis --test s3 --test traces
 
 .PHONY: serve component host test lint python-tests e2e
 

@@ -187,6 +187,13 @@ impl InstanceState {
             variables: VariablesState(context.variables.clone()),
         }
     }
+
+    /// Says which request's span the host calls that follow belong to (the capabilities'
+    /// spans are its children).
+    fn set_request_span(&mut self, span: Option<tracing::Span>) {
+        self.key_value.set_request_span(span.clone());
+        self.outbound_http.set_request_span(span);
+    }
 }
 
 /// Every interface a component may import, each linked to its own part of the state. A 0.3

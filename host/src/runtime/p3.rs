@@ -4,6 +4,10 @@
 //! of requests ([`InstanceReuse`]), stayed idle too long, or failed: a trap, an overrun
 //! deadline or a memory-limit failure fails the requests in it, and the next request gets a
 //! fresh instance.
+//!
+//! The requests of one instance run in its own task, not in their own spans; when traces are
+//! on, a call hook tells the capabilities which request each host call belongs to
+//! ([`RequestSpans`]), so that their spans are children of that request's span.
 
 use super::{
     ComponentContext, Failure, InstanceReuse, InstanceState, Observer, ResponseBody, Runtime, Slot,
@@ -13,12 +17,13 @@ use crate::capabilities::key_value::Stores;
 use anyhow::Result;
 use http_body_util::BodyExt;
 use hyper::body::Bytes;
+use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use wasmtime::component::{GuestTaskId, InstancePre};
-use wasmtime::{Engine, Store, StoreContextMut, Trap, UpdateDeadline};
+use wasmtime::{CallHook, Engine, Store, StoreContextMut, Trap, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::handler::{
     ExpirationError, HandlerState, Instance, InstantiationError, Proxy, ProxyHandler, ShouldAccept,
@@ -84,8 +89,11 @@ impl ReusedInstances {
         let instances = self.handler.state();
         tracing::Span::current().record("spin.component_id", instances.context.id.as_str());
         let request = request.map(|body| body.map_err(|never| match never {}).boxed_unsync());
-        let handled =
-            tokio::time::timeout_at(deadline.into(), self.handler.handle(deadline, request));
+        let request_span = tracing::Span::current();
+        let handled = tokio::time::timeout_at(
+            deadline.into(),
+            self.handler.handle((deadline, request_span), request),
+        );
         let error = match handled.await {
             Ok(Ok(response)) => return Ok(response.map(ResponseBody::from_host)),
             Ok(Err(error)) => error,
@@ -129,6 +137,11 @@ impl HandlerState for Instances {
         // which ends a request stuck in a loop.
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+        let request_spans = RequestSpans::default();
+        // The host's spans are on only with traces (traces::Traces::layer).
+        if tracing::span_enabled!(tracing::Level::INFO) {
+            request_spans.trace_host_calls(&mut store);
+        }
         let service = self.pre.instantiate_async(&mut store).await?;
         self.observer.instantiated();
         Ok(Instance {
@@ -143,23 +156,25 @@ impl HandlerState for Instances {
             state: Worker {
                 max_requests: self.reuse.max_requests.pick(),
                 max_concurrent_requests: self.reuse.max_concurrent_requests.pick(),
+                request_spans,
                 _slot: slot,
             },
         })
     }
 }
 
-/// One instance's limits, and the slot it holds until it is dropped.
+/// One instance's limits, its requests' spans, and the slot it holds until it is dropped.
 struct Worker {
     max_requests: usize,
     max_concurrent_requests: usize,
+    request_spans: RequestSpans,
     _slot: Slot,
 }
 
 impl WorkerState for Worker {
     type StoreData = InstanceState;
-    /// The request's deadline.
-    type RequestData = Instant;
+    /// The request's deadline and span.
+    type RequestData = (Instant, tracing::Span);
 
     fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
         if total >= self.max_requests {
@@ -171,13 +186,19 @@ impl WorkerState for Worker {
         }
     }
 
+    /// The returned deadline is dropped once the request has its answer, and the request's
+    /// span with it.
     fn on_request_start(
         &self,
         _: StoreContextMut<'_, InstanceState>,
-        deadline: Instant,
-        _: GuestTaskId,
+        (deadline, span): (Instant, tracing::Span),
+        task: GuestTaskId,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
-        Box::pin(tokio::time::sleep_until(deadline.into()))
+        let registered = self.request_spans.register(task, span);
+        Box::pin(async move {
+            let _registered = registered;
+            tokio::time::sleep_until(deadline.into()).await
+        })
     }
 
     fn drop(&self, store: Store<InstanceState>, result: wasmtime::Result<()>) {
@@ -216,5 +237,70 @@ impl WorkerExpiration for Expiration {
             self.sleep.as_mut().reset(expiry);
         }
         self.sleep.as_mut().poll(cx)
+    }
+}
+
+/// The spans of the requests running in one instance, by the guest task that serves each.
+#[derive(Clone, Default)]
+struct RequestSpans(Arc<Mutex<HashMap<GuestTaskId, tracing::Span>>>);
+
+/// A request's span, registered until dropped.
+struct Registered {
+    spans: RequestSpans,
+    task: GuestTaskId,
+    span: Option<tracing::Id>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let mut spans = self.spans.lock();
+        // Unless a later request's task has taken over the id already.
+        if spans.get(&self.task).and_then(tracing::Span::id) == self.span {
+            spans.remove(&self.task);
+        }
+    }
+}
+
+impl RequestSpans {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<GuestTaskId, tracing::Span>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Nothing to register when traces are off (the span is disabled).
+    fn register(&self, task: GuestTaskId, span: tracing::Span) -> Option<Registered> {
+        if span.is_disabled() {
+            return None;
+        }
+        let id = span.id();
+        self.lock().insert(task, span);
+        Some(Registered {
+            spans: self.clone(),
+            task,
+            span: id,
+        })
+    }
+
+    /// For the length of each host call, tells the capabilities the span of the request it
+    /// is made for: that of the task at the root of the guest's async call stack. (A call
+    /// that goes on after returning to the guest, a concurrent one, took its span when it
+    /// began.) Only the call's own hold on the span is kept, so the request's span closes
+    /// when the request is done.
+    fn trace_host_calls(&self, store: &mut Store<InstanceState>) {
+        let spans = self.clone();
+        store.call_hook(move |mut store, hook| {
+            let span = match hook {
+                CallHook::CallingHost => store
+                    .async_call_stack()
+                    .ok()
+                    .and_then(Iterator::last)
+                    .and_then(|task| spans.lock().get(&task).cloned()),
+                CallHook::ReturningFromHost => None,
+                CallHook::CallingWasm | CallHook::ReturningFromWasm => return Ok(()),
+            };
+            store.data_mut().set_request_span(span);
+            Ok(())
+        });
     }
 }

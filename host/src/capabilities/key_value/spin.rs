@@ -22,7 +22,7 @@ impl key_value::HostStore for KeyValueState {
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
         let limit = self.stores.max_result_bytes;
-        Ok(self.backend(&store)?.get(key, limit).await)
+        Ok(self.traced(self.backend(&store)?.get(key, limit)).await)
     }
 
     async fn set(
@@ -31,20 +31,22 @@ impl key_value::HostStore for KeyValueState {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        Ok(self.backend(&store)?.set(key, value).await)
+        Ok(self.traced(self.backend(&store)?.set(key, value)).await)
     }
 
     async fn delete(&mut self, store: Store, key: String) -> wasmtime::Result<Result<(), Error>> {
-        Ok(self.backend(&store)?.delete_many(vec![key]).await)
+        Ok(self
+            .traced(self.backend(&store)?.delete_many(vec![key]))
+            .await)
     }
 
     async fn exists(&mut self, store: Store, key: String) -> wasmtime::Result<Result<bool, Error>> {
-        Ok(self.backend(&store)?.exists(key).await)
+        Ok(self.traced(self.backend(&store)?.exists(key)).await)
     }
 
     async fn get_keys(&mut self, store: Store) -> wasmtime::Result<Result<Vec<String>, Error>> {
         let limit = self.stores.max_result_bytes;
-        Ok(self.backend(&store)?.get_keys(limit).await)
+        Ok(self.traced(self.backend(&store)?.get_keys(limit)).await)
     }
 
     async fn drop(&mut self, store: Store) -> wasmtime::Result<()> {

@@ -5,6 +5,7 @@
 use super::bindings_v3::spin::key_value::key_value::{self, Error};
 use super::{Backend, Error as ErrorV2, KeyValueState, TableFull};
 use std::sync::Arc;
+use tracing::{Instrument, Span};
 use wasmtime::component::{Accessor, FutureReader, HasSelf, Resource, StreamReader};
 
 type Store = Resource<key_value::Store>;
@@ -17,14 +18,19 @@ impl key_value::HostStore for KeyValueState {
     }
 }
 
-/// The store behind `store`, and the result limit, read from the instance's state.
+/// The store behind `store`, the result limit and the span of the calling request, read
+/// from the instance's state.
 fn backend_of<T>(
     accessor: &Accessor<T, HasSelf<KeyValueState>>,
     store: &Store,
-) -> wasmtime::Result<(Arc<Backend>, usize)> {
+) -> wasmtime::Result<(Arc<Backend>, usize, Span)> {
     accessor.with(|mut access| {
         let state = access.get();
-        Ok((state.backend(store)?, state.stores.max_result_bytes))
+        Ok((
+            state.backend(store)?,
+            state.stores.max_result_bytes,
+            state.call_span(),
+        ))
     })
 }
 
@@ -46,8 +52,11 @@ impl<T> key_value::HostStoreWithStore<T> for HasSelf<KeyValueState> {
         store: Store,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
-        let (backend, limit) = backend_of(accessor, &store)?;
-        detached(async move { backend.get(key, limit).await.map_err(from_v2) }).await
+        let (backend, limit, span) = backend_of(accessor, &store)?;
+        detached(span, async move {
+            backend.get(key, limit).await.map_err(from_v2)
+        })
+        .await
     }
 
     async fn set(
@@ -56,8 +65,11 @@ impl<T> key_value::HostStoreWithStore<T> for HasSelf<KeyValueState> {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        let (backend, _) = backend_of(accessor, &store)?;
-        detached(async move { backend.set(key, value).await.map_err(from_v2) }).await
+        let (backend, _, span) = backend_of(accessor, &store)?;
+        detached(span, async move {
+            backend.set(key, value).await.map_err(from_v2)
+        })
+        .await
     }
 
     async fn delete(
@@ -65,8 +77,11 @@ impl<T> key_value::HostStoreWithStore<T> for HasSelf<KeyValueState> {
         store: Store,
         key: String,
     ) -> wasmtime::Result<Result<(), Error>> {
-        let (backend, _) = backend_of(accessor, &store)?;
-        detached(async move { backend.delete_many(vec![key]).await.map_err(from_v2) }).await
+        let (backend, _, span) = backend_of(accessor, &store)?;
+        detached(span, async move {
+            backend.delete_many(vec![key]).await.map_err(from_v2)
+        })
+        .await
     }
 
     async fn exists(
@@ -74,20 +89,25 @@ impl<T> key_value::HostStoreWithStore<T> for HasSelf<KeyValueState> {
         store: Store,
         key: String,
     ) -> wasmtime::Result<Result<bool, Error>> {
-        let (backend, _) = backend_of(accessor, &store)?;
-        detached(async move { backend.exists(key).await.map_err(from_v2) }).await
+        let (backend, _, span) = backend_of(accessor, &store)?;
+        detached(
+            span,
+            async move { backend.exists(key).await.map_err(from_v2) },
+        )
+        .await
     }
 
     async fn get_keys(
         accessor: &Accessor<T, Self>,
         store: Store,
     ) -> wasmtime::Result<(StreamReader<String>, FutureReader<Result<(), Error>>)> {
-        let (backend, limit) = backend_of(accessor, &store)?;
+        let (backend, limit, span) = backend_of(accessor, &store)?;
         // Listed whole, under the same result limit as 2.0.0, then streamed.
-        let (keys, outcome) = match detached(async move { backend.get_keys(limit).await }).await? {
-            Ok(keys) => (keys, Ok(())),
-            Err(error) => (Vec::new(), Err(from_v2(error))),
-        };
+        let (keys, outcome) =
+            match detached(span, async move { backend.get_keys(limit).await }).await? {
+                Ok(keys) => (keys, Ok(())),
+                Err(error) => (Vec::new(), Err(from_v2(error))),
+            };
         accessor.with(|mut access| {
             let keys = StreamReader::new(&mut access, keys)?;
             let outcome =
@@ -97,15 +117,16 @@ impl<T> key_value::HostStoreWithStore<T> for HasSelf<KeyValueState> {
     }
 }
 
-/// Runs a store operation on a task of its own. While a synchronous host call of the same
+/// Runs a store operation on a task of its own, in the calling request's span. While a synchronous host call of the same
 /// instance (the draft `wasi:keyvalue` ones) is waiting, wasmtime polls none of the instance's
 /// concurrent calls; one of those left half-way through setting up a shared Redis
 /// connection would hold up that synchronous call, which waits for the same connection,
 /// for good.
 async fn detached<R: Send + 'static>(
+    span: Span,
     operation: impl Future<Output = R> + Send + 'static,
 ) -> wasmtime::Result<R> {
-    Ok(tokio::spawn(operation).await?)
+    Ok(tokio::spawn(operation.instrument(span)).await?)
 }
 
 fn from_v2(error: ErrorV2) -> Error {

@@ -37,28 +37,28 @@ impl store::Host for KeyValueState {
 impl store::HostBucket for KeyValueState {
     async fn get(&mut self, bucket: Resource<Bucket>, key: String) -> Outcome<Option<Vec<u8>>> {
         let limit = self.stores.max_result_bytes;
-        Ok(self
-            .backend(&bucket)?
-            .get(key, limit)
-            .await
-            .map_err(wasi_error))
+        let backend = self.backend(&bucket)?;
+        let value = self.traced(backend.get(key, limit)).await;
+        Ok(value.map_err(wasi_error))
     }
 
     async fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> Outcome<()> {
         let backend = self.backend(&bucket)?;
-        Ok(backend.set(key, value).await.map_err(wasi_error))
-    }
-
-    async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Outcome<()> {
         Ok(self
-            .backend(&bucket)?
-            .delete_many(vec![key])
+            .traced(backend.set(key, value))
             .await
             .map_err(wasi_error))
     }
 
+    async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Outcome<()> {
+        let backend = self.backend(&bucket)?;
+        let deleted = self.traced(backend.delete_many(vec![key])).await;
+        Ok(deleted.map_err(wasi_error))
+    }
+
     async fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> Outcome<bool> {
-        Ok(self.backend(&bucket)?.exists(key).await.map_err(wasi_error))
+        let backend = self.backend(&bucket)?;
+        Ok(self.traced(backend.exists(key)).await.map_err(wasi_error))
     }
 
     async fn list_keys(
@@ -70,7 +70,8 @@ impl store::HostBucket for KeyValueState {
             return Ok(Err(Error::Other("list_keys: cursor not supported".into())));
         }
         let limit = self.stores.max_result_bytes;
-        let keys = self.backend(&bucket)?.get_keys(limit).await;
+        let backend = self.backend(&bucket)?;
+        let keys = self.traced(backend.get_keys(limit)).await;
         Ok(keys
             .map(|keys| KeyResponse { keys, cursor: None })
             .map_err(wasi_error))
@@ -92,7 +93,8 @@ impl batch::Host for KeyValueState {
         if keys.is_empty() {
             return Ok(Ok(Vec::new()));
         }
-        Ok(backend.get_many(keys, limit).await.map_err(wasi_error))
+        let found = self.traced(backend.get_many(keys, limit)).await;
+        Ok(found.map_err(wasi_error))
     }
 
     async fn set_many(
@@ -104,7 +106,10 @@ impl batch::Host for KeyValueState {
         if pairs.is_empty() {
             return Ok(Ok(()));
         }
-        Ok(backend.set_many(pairs).await.map_err(wasi_error))
+        Ok(self
+            .traced(backend.set_many(pairs))
+            .await
+            .map_err(wasi_error))
     }
 
     async fn delete_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> Outcome<()> {
@@ -112,7 +117,10 @@ impl batch::Host for KeyValueState {
         if keys.is_empty() {
             return Ok(Ok(()));
         }
-        Ok(backend.delete_many(keys).await.map_err(wasi_error))
+        Ok(self
+            .traced(backend.delete_many(keys))
+            .await
+            .map_err(wasi_error))
     }
 }
 
@@ -148,7 +156,9 @@ impl atomics::HostCas for KeyValueState {
     async fn current(&mut self, cas: Resource<atomics::Cas>) -> Outcome<Option<Vec<u8>>> {
         let limit = self.stores.max_result_bytes;
         let swap = self.swap_mut(&cas)?;
-        let value = swap.backend.get(swap.key.clone(), limit).await;
+        let (backend, key) = (swap.backend.clone(), swap.key.clone());
+        let value = self.traced(backend.get(key, limit)).await;
+        let swap = self.swap_mut(&cas)?;
         if let Ok(value) = &value {
             swap.observed = Some(value.clone());
         }
@@ -167,11 +177,9 @@ impl atomics::Host for KeyValueState {
         key: String,
         delta: i64,
     ) -> Outcome<i64> {
-        Ok(self
-            .backend(&bucket)?
-            .increment(key, delta)
-            .await
-            .map_err(wasi_error))
+        let backend = self.backend(&bucket)?;
+        let sum = self.traced(backend.increment(key, delta)).await;
+        Ok(sum.map_err(wasi_error))
     }
 
     async fn swap(
@@ -185,8 +193,14 @@ impl atomics::Host for KeyValueState {
             observed,
         } = remove(&mut self.swaps, cas.rep())?;
         let written = match observed {
-            Some(expected) => backend.swap(key.clone(), expected, value).await,
-            None => backend.set(key.clone(), value).await.map(|()| true),
+            Some(expected) => {
+                self.traced(backend.swap(key.clone(), expected, value))
+                    .await
+            }
+            None => self
+                .traced(backend.set(key.clone(), value))
+                .await
+                .map(|()| true),
         };
         let store_error = |error| Ok(Err(atomics::CasError::StoreError(error)));
         match written {
@@ -194,7 +208,7 @@ impl atomics::Host for KeyValueState {
             Err(error) => store_error(wasi_error(error)),
             Ok(false) => {
                 let limit = self.stores.max_result_bytes;
-                let current = match backend.get(key.clone(), limit).await {
+                let current = match self.traced(backend.get(key.clone(), limit)).await {
                     Ok(current) => current,
                     Err(error) => return store_error(wasi_error(error)),
                 };

@@ -251,11 +251,23 @@ fn parse_ports(port: &str, scheme: &str) -> Result<Option<PortPattern>> {
 pub struct OutboundHttpState {
     allowed: Arc<AllowedHosts>,
     observer: Arc<dyn Observer>,
+    /// The span of the request whose call this is, when the runtime knows it better than
+    /// the current span does (a reused 0.3 instance).
+    request_span: Option<tracing::Span>,
 }
 
 impl OutboundHttpState {
     pub fn new(allowed: Arc<AllowedHosts>, observer: Arc<dyn Observer>) -> OutboundHttpState {
-        OutboundHttpState { allowed, observer }
+        OutboundHttpState {
+            allowed,
+            observer,
+            request_span: None,
+        }
+    }
+
+    /// Says which request's span the calls that follow belong to.
+    pub fn set_request_span(&mut self, span: Option<tracing::Span>) {
+        self.request_span = span;
     }
 }
 
@@ -284,7 +296,12 @@ impl WasiHttpHooks for OutboundHttpState {
         }
         let observer = self.observer.clone();
         let server_address = request.uri().host().unwrap_or_default().to_string();
+        let request_span = self
+            .request_span
+            .clone()
+            .unwrap_or_else(tracing::Span::current);
         let span = tracing::info_span!(
+            parent: &request_span,
             "spin_outbound_http.send_request",
             otel.kind = "client",
             otel.name = %request.method(),
