@@ -117,11 +117,11 @@ impl<T> key_value::HostStoreWithStore<T> for HasSelf<KeyValueState> {
     }
 }
 
-/// Runs a store operation on a task of its own, in the calling request's span. While a synchronous host call of the same
-/// instance (the draft `wasi:keyvalue` ones) is waiting, wasmtime polls none of the instance's
-/// concurrent calls; one of those left half-way through setting up a shared Redis
-/// connection would hold up that synchronous call, which waits for the same connection,
-/// for good.
+/// Runs a store operation on a task of its own, in the calling request's span. While a
+/// synchronous host call of the same instance (the draft `wasi:keyvalue` ones) is waiting,
+/// wasmtime polls none of the instance's concurrent calls; one of those left half-way through
+/// setting up a shared Redis connection would hold up that synchronous call, which waits for
+/// the same connection, for good.
 async fn detached<R: Send + 'static>(
     span: Span,
     operation: impl Future<Output = R> + Send + 'static,
