@@ -1,6 +1,6 @@
 """What the cluster runs beside its control plane and node: DNS (CoreDNS) and a default
 StorageClass, as kind has them, spin-operator, as SpinKube's install puts it, and
-metrics-server, as its release installs it. Each add-on is built from the module addons/
+metrics-server and Stakater Reloader, as their releases install them. Each add-on is built from the module addons/
 pins and runs as a workload, its image served by the cluster's registry.
 """
 
@@ -205,3 +205,21 @@ def wait_for_node_metrics(cluster) -> None:
             raise AssertionError(f"the metrics API serves no node metrics after {METRICS_TIMEOUT_S:.0f} s: "
                                  f"{result.stdout}{result.stderr}")  # fmt: skip
         time.sleep(2)
+
+
+RELOADER = "github.com/stakater/Reloader"
+RELOADER_MODULE = ADDONS / "reloader"
+RELOADER_NAMESPACE = "reloader"
+
+
+def install_reloader(cluster) -> None:
+    """Stakater Reloader as its release's kustomization (deployments/kubernetes of its module)
+    installs it, in namespace `reloader` as kube/README.md puts it. Returns at once: the
+    `reloader` fixture waits for it."""
+    version = module_version(RELOADER, RELOADER_MODULE)
+    module = go_module_directory(RELOADER, RELOADER_MODULE)
+    objects = render_from_module(cluster, module, "deployments/kubernetes",
+                                 f"namespace: {RELOADER_NAMESPACE}\nresources: [deployments/kubernetes]\n")  # fmt: skip
+    image = static_image(cluster, f"ghcr.io/stakater/reloader:{version}", "reloader", "/manager")
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": RELOADER_NAMESPACE}}
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([namespace, *with_image(objects, "reloader-reloader", image)]))

@@ -1,12 +1,12 @@
 """The test cluster: a control plane, an image registry and one node in namespaces of their
-own, in a temporary directory, with DNS, a default StorageClass, metrics-server and every CRD
-kube/ uses installed. Stopped by PID, parts in reverse order."""
+own, in a temporary directory, with DNS, a default StorageClass, metrics-server, Reloader and
+every CRD kube/ uses installed. Stopped by PID, parts in reverse order."""
 
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
 
-from cluster.addons import install_dns, install_metrics_server, install_storage
+from cluster.addons import install_dns, install_metrics_server, install_reloader, install_storage
 from cluster.controlplane import ClusterError, ControlPlane, Kubectl, Parts
 from cluster.crds import install_crds
 from cluster.namespaces import Namespaces
@@ -41,6 +41,7 @@ class Cluster:
             install_storage(self)
             install_dns(self)
             install_metrics_server(self)
+            install_reloader(self)
         except BaseException:
             self.stop()
             raise

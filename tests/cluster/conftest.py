@@ -4,8 +4,8 @@ With GREETER_KUBECONFIG set, the tests use that cluster: for one started by hand
 tests/cluster/up, GREETER_CLUSTER_PID names the process holding its namespaces, where kubectl
 must run to reach it; any other (kind on GitHub, .github/workflows/e2e.yml) is described by
 the variables of cluster.py (its registry, that registry's CA, how to reach its node), and
-has spin-operator, metrics-server and every CRD kube/ uses installed. Otherwise the tests
-start their own cluster and stop it at the end. A part that is missing fails the tests,
+has spin-operator, metrics-server, Reloader and every CRD kube/ uses installed. Otherwise the
+tests start their own cluster and stop it at the end. A part that is missing fails the tests,
 naming it: they never skip.
 """
 
@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from kube.manifests import DEPLOY, KUSTOMIZATIONS, REPO, gateway_values, of_kind, one, pod_specs, render_path
-from cluster.addons import SPIN_OPERATOR_NAMESPACE, install_spin_operator, wait_for_node_metrics
+from cluster.addons import RELOADER_NAMESPACE, SPIN_OPERATOR_NAMESPACE, install_spin_operator, wait_for_node_metrics
 from cluster.cluster import Cluster, GivenCluster
 from cluster.registry import served_from
 from cluster.workload_images import CLIENT_IMAGE, HOST_BINARY, publish
@@ -87,6 +87,13 @@ def metrics_server(cluster):
     """The metrics API the HPA reads, serving the node's figures: metrics-server comes with
     the clusters of tests/cluster; any other must have it, as .ci/e2e-kind installs it."""
     wait_for_node_metrics(cluster)
+
+
+@pytest.fixture(scope="session")
+def reloader(cluster):
+    """Stakater Reloader, which rolls the workloads whose Secrets change: it comes with the
+    clusters of tests/cluster; any other must have it, as .ci/e2e-kind installs it."""
+    cluster.kubectl("-n", RELOADER_NAMESPACE, "rollout", "status", "deployment/reloader-reloader", "--timeout=120s")
 
 
 @dataclass
