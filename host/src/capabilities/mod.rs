@@ -41,3 +41,19 @@ impl Observer for Unobserved {
     fn key_value_call(&self, _: KeyValueCall<'_>, _: Duration) {}
     fn outbound_request(&self, _: &str, _: Option<u16>, _: Duration) {}
 }
+
+/// The span of the request a host call serves, the parent of the capability's own spans. In a
+/// reused 0.3 instance several requests run in the instance's one task, so the runtime says
+/// whose call it is; where it says nothing, that is the current span.
+#[derive(Default)]
+pub struct RequestSpan(Option<tracing::Span>);
+
+impl RequestSpan {
+    pub fn set(&mut self, span: Option<tracing::Span>) {
+        self.0 = span;
+    }
+
+    pub fn get(&self) -> tracing::Span {
+        self.0.clone().unwrap_or_else(tracing::Span::current)
+    }
+}

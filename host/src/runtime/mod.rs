@@ -191,8 +191,8 @@ impl InstanceState {
     /// Says which request's span the host calls that follow belong to (the capabilities'
     /// spans are its children).
     fn set_request_span(&mut self, span: Option<tracing::Span>) {
-        self.key_value.set_request_span(span.clone());
-        self.outbound_http.set_request_span(span);
+        self.key_value.request_span.set(span.clone());
+        self.outbound_http.request_span.set(span);
     }
 }
 

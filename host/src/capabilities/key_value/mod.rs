@@ -24,10 +24,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
-use tracing::{Instrument, Span};
+use tracing::Instrument;
 use wasmtime::component::{HasSelf, Linker, Resource};
 
-use super::{KeyValueCall, Observer};
+use super::{KeyValueCall, Observer, RequestSpan};
 
 use redis::RedisStore;
 use sqlite::{Applied, Change, SqliteDb};
@@ -168,9 +168,8 @@ pub struct KeyValueState {
     open: Vec<Option<Arc<Backend>>>,
     /// Compare-and-swaps in progress, by resource rep.
     swaps: Vec<Option<Swap>>,
-    /// The span of the request whose call this is, when the runtime knows it better than
-    /// the current span does (a reused 0.3 instance).
-    request_span: Option<Span>,
+    /// The parent of this capability's spans; the runtime sets it for each host call.
+    pub request_span: RequestSpan,
 }
 
 /// A compare-and-swap on one key of one store.
@@ -189,24 +188,14 @@ impl KeyValueState {
             granted,
             open: Vec::new(),
             swaps: Vec::new(),
-            request_span: None,
+            request_span: RequestSpan::default(),
         }
-    }
-
-    /// Says which request's span the calls that follow belong to.
-    pub fn set_request_span(&mut self, span: Option<Span>) {
-        self.request_span = span;
-    }
-
-    /// The span a call belongs to: its request's.
-    fn call_span(&self) -> Span {
-        self.request_span.clone().unwrap_or_else(Span::current)
     }
 
     /// `call`, traced as part of its request: the store's span becomes a child of the
     /// request's.
     fn traced<F: Future>(&self, call: F) -> tracing::instrument::Instrumented<F> {
-        call.instrument(self.call_span())
+        call.instrument(self.request_span.get())
     }
 
     /// Opens `label` for either interface; the error says why not, with Spin's checks in

@@ -29,7 +29,7 @@ fn backend_of<T>(
         Ok((
             state.backend(store)?,
             state.stores.max_result_bytes,
-            state.call_span(),
+            state.request_span.get(),
         ))
     })
 }

@@ -11,7 +11,7 @@
 
 mod send;
 
-use super::Observer;
+use super::{Observer, RequestSpan};
 use anyhow::{Context, Result, bail, ensure};
 use ipnet::IpNet;
 use opentelemetry_http::HeaderInjector;
@@ -251,9 +251,8 @@ fn parse_ports(port: &str, scheme: &str) -> Result<Option<PortPattern>> {
 pub struct OutboundHttpState {
     allowed: Arc<AllowedHosts>,
     observer: Arc<dyn Observer>,
-    /// The span of the request whose call this is, when the runtime knows it better than
-    /// the current span does (a reused 0.3 instance).
-    request_span: Option<tracing::Span>,
+    /// The parent of this capability's spans; the runtime sets it for each host call.
+    pub request_span: RequestSpan,
 }
 
 impl OutboundHttpState {
@@ -261,13 +260,8 @@ impl OutboundHttpState {
         OutboundHttpState {
             allowed,
             observer,
-            request_span: None,
+            request_span: RequestSpan::default(),
         }
-    }
-
-    /// Says which request's span the calls that follow belong to.
-    pub fn set_request_span(&mut self, span: Option<tracing::Span>) {
-        self.request_span = span;
     }
 }
 
@@ -296,12 +290,8 @@ impl WasiHttpHooks for OutboundHttpState {
         }
         let observer = self.observer.clone();
         let server_address = request.uri().host().unwrap_or_default().to_string();
-        let request_span = self
-            .request_span
-            .clone()
-            .unwrap_or_else(tracing::Span::current);
         let span = tracing::info_span!(
-            parent: &request_span,
+            parent: &self.request_span.get(),
             "spin_outbound_http.send_request",
             otel.kind = "client",
             otel.name = %request.method(),
