@@ -1,7 +1,8 @@
 """What the cluster runs beside its control plane and node: DNS (CoreDNS) and a default
 StorageClass, as kind has them, spin-operator, as SpinKube's install puts it, and
-metrics-server and Stakater Reloader, as their releases install them. Each add-on is built from the module addons/
-pins and runs as a workload, its image served by the cluster's registry.
+metrics-server and Stakater Reloader, as their releases install them. Each add-on is built
+from the module addons/ pins and runs as a workload, its image served by the cluster's
+registry.
 """
 
 import base64

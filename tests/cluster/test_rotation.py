@@ -43,8 +43,9 @@ def greeting_answer(client, url: str, greeting_id: str) -> tuple[int, object] | 
 
 
 def rotate(cluster, client, greeting: dict, old: str, new: str) -> None:
-    """Writes password `new` where `old` was, and waits until Redis takes only `new` and both
-    runtimes serve `greeting` with it, and every workload that reads the Secret has rolled."""
+    """Writes password `new` where `old` was, waits until Redis takes only `new` and both
+    runtimes serve `greeting` with it, then until every workload that reads the Secret has
+    finished rolling."""
     rotated = {"stringData": {"password": new, "url": f"redis://:{new}@greeter-redis:6379"}}
     cluster.kubectl("-n", NAMESPACE, "patch", "secret", SECRET, "--type=merge", "-p", json.dumps(rotated))
     deadline = time.monotonic() + ROTATION_TIMEOUT_S
