@@ -3,7 +3,9 @@
 #   make test    installs what is missing (.ci/setup), then runs every check and test
 # The cluster tests against a cluster of your own (kube/README.md): make e2e
 # The benchmark (not part of the tests; minutes once built, the host's release build first): bench/run
-CACHE ?= $(HOME)/.cache/greeter
+# Where .ci/setup builds the test tools; every script and test reads the same variable.
+export GREETER_CACHE ?= $(HOME)/.cache/greeter
+CACHE := $(GREETER_CACHE)
 # Last, so the machine's own tools win; .ci/setup builds there what the machine lacks.
 export PATH := $(PATH):$(CACHE)/bin
 VENV := $(CACHE)/venv
