@@ -17,12 +17,21 @@ pub struct EngineLimits {
     pub max_memory: usize,
 }
 
-/// `concurrency`: the component model's async support, which `wasi:http@0.3` components need;
-/// off otherwise, since with it on each store also sets up (and on drop unwinds) an async task
-/// context, a cost every `wasi:http@0.2` request would pay.
-pub fn build_engine(limits: &EngineLimits, concurrency: bool) -> Result<Engine> {
-    // Every request gets a fresh instance, so what a pooled slot costs to hand out again is
-    // what a request costs (measurements in bench/README.md).
+/// What the engine will run: some settings pay off for one kind of component only.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Workload {
+    /// Some component is `wasi:http@0.3`: the engine needs the component model's async
+    /// support. Off otherwise, since with it on each store also sets up (and on drop unwinds)
+    /// an async task context, a cost every `wasi:http@0.2` request would pay.
+    pub concurrency: bool,
+    /// Every instance serves more than one request (every component is `wasi:http@0.3`, and
+    /// reused): a pooled slot is then reset once per instance, not once per request.
+    pub instances_reused: bool,
+}
+
+pub fn build_engine(limits: &EngineLimits, workload: Workload) -> Result<Engine> {
+    // A `wasi:http@0.2` request gets a fresh instance, so what a pooled slot costs to hand
+    // out again is what such a request costs (measurements in bench/README.md).
     let config = |pagemap_scan: bool| {
         let mut pool = PoolingAllocationConfig::default();
         let instances = limits.max_instances;
@@ -51,16 +60,21 @@ pub fn build_engine(limits: &EngineLimits, concurrency: bool) -> Result<Engine> 
         let mut config = Config::new();
         config
             .epoch_interruption(true)
+            .concurrency_support(workload.concurrency)
+            .wasm_component_model_async(workload.concurrency)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if !workload.instances_reused {
             // Bounds checks in code instead of guard pages: with guard pages every slot
             // whose memory grew in the last request is `mprotect`ed back to its initial size
             // before reuse (a TLB shootdown to every core), which doubled the cost of app
             // requests that allocate. The reservation is then just the largest memory.
-            .signals_based_traps(false)
-            .memory_guard_size(0)
-            .memory_reservation(limits.max_memory as u64)
-            .concurrency_support(concurrency)
-            .wasm_component_model_async(concurrency)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+            // Reused instances keep wasmtime's defaults (a 4 GiB reservation and guard
+            // pages), whose guest code runs without bounds checks.
+            config
+                .signals_based_traps(false)
+                .memory_guard_size(0)
+                .memory_reservation(limits.max_memory as u64);
+        }
         config
     };
     // Older kernels have no PAGEMAP_SCAN: the pool then refuses `Enabled::Yes`.

@@ -1,5 +1,6 @@
-//! A trap, a runaway loop, a memory bomb and an oversize body each fail alone, with a clear
-//! status, while good requests running at the same time keep succeeding.
+//! A trap, a runaway loop, a memory bomb, a load outside linear memory and an oversize body
+//! each fail alone, with a clear status, while good requests running at the same time keep
+//! succeeding.
 
 mod support;
 
@@ -60,6 +61,10 @@ fn every_fault_fails_alone_while_good_traffic_continues() {
     let bomb = get(&host.url("/memory"));
     assert_eq!(bomb.status, 500, "{}", bomb.body);
 
+    let stray = get(&host.url("/out-of-bounds"));
+    assert_eq!(stray.status, 500, "{}", stray.body);
+    assert_eq!(stray.json()["error"]["code"], "component_failed");
+
     let huge = send(
         "POST",
         &host.url("/echo-size"),
@@ -87,7 +92,8 @@ fn every_fault_fails_alone_while_good_traffic_continues() {
     );
 
     let metrics = get(host.metrics.as_ref().unwrap()).body;
-    assert!(metrics.contains("greeter_traps_total 2"), "{metrics}");
+    // The trap, the memory bomb and the stray load.
+    assert!(metrics.contains("greeter_traps_total 3"), "{metrics}");
     assert!(metrics.contains("greeter_timeouts_total 1"), "{metrics}");
     // Every response that got a head was sent whole: the faults struck before it.
     assert!(

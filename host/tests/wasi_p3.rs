@@ -101,7 +101,7 @@ fn a_trap_fails_the_requests_in_its_instance_and_the_next_request_gets_a_fresh_o
 }
 
 #[test]
-fn a_runaway_request_and_a_memory_bomb_each_cost_their_instance_only() {
+fn a_runaway_request_a_memory_bomb_and_a_stray_load_each_cost_their_instance_only() {
     let state = tempfile::tempdir().unwrap();
     let host = faulty_p3_host(state.path())
         .args(["--request-timeout", "2s", "--max-instance-memory", "32MiB"])
@@ -120,6 +120,14 @@ fn a_runaway_request_and_a_memory_bomb_each_cost_their_instance_only() {
     assert_eq!(bomb.status, 500);
     let (after_bomb, count) = instance(&get(&host.url("/instance")));
     assert_ne!(after_bomb, after_loop);
+    assert_eq!(count, 1);
+
+    // Reused instances run on guard pages, without bounds checks: the fault is the trap.
+    let stray = get(&host.url("/out-of-bounds"));
+    assert_eq!(stray.status, 500, "{}", stray.body);
+    assert_eq!(stray.json()["error"]["code"], "component_failed");
+    let (after_stray, count) = instance(&get(&host.url("/instance")));
+    assert_ne!(after_stray, after_bomb);
     assert_eq!(count, 1);
 }
 

@@ -16,7 +16,9 @@ use crate::compile_cache::load_component;
 use crate::engine::{EngineLimits, build_engine};
 use crate::metrics::Metrics;
 use crate::registry::RegistryOptions;
-use crate::runtime::{ComponentContext, HttpWorld, InstanceReuse, Range, Runtime, RuntimeLimits};
+use crate::runtime::{
+    ComponentContext, HttpWorld, InstanceReuse, Range, Runtime, RuntimeLimits, workload,
+};
 use crate::runtime_config::RuntimeConfig;
 use crate::server::routing::{Router, WELL_KNOWN_PREFIX};
 use crate::server::{Server, ServerLimits, listener};
@@ -215,14 +217,6 @@ async fn up(args: UpArgs, listener: std::net::TcpListener) -> Result<()> {
         })?;
         sources.insert(id, (wasm, world));
     }
-    let concurrency = sources.values().any(|(_, world)| *world == HttpWorld::P3);
-    let engine = build_engine(
-        &EngineLimits {
-            max_instances: args.max_instances,
-            max_memory: args.max_memory,
-        },
-        concurrency,
-    )?;
     let defaults = InstanceReuse::default();
     let limits = RuntimeLimits {
         max_instances: args.max_instances,
@@ -238,6 +232,14 @@ async fn up(args: UpArgs, listener: std::net::TcpListener) -> Result<()> {
             idle_timeout: args.idle_instance_timeout,
         },
     };
+    let worlds = sources.values().map(|(_, world)| *world);
+    let engine = build_engine(
+        &EngineLimits {
+            max_instances: args.max_instances,
+            max_memory: args.max_memory,
+        },
+        workload(worlds, &limits.reuse),
+    )?;
     let mut runtime = Runtime::new(engine.clone(), stores, limits, metrics.clone());
     let mut indices: BTreeMap<&str, usize> = BTreeMap::new();
     for (id, (wasm, world)) in &sources {

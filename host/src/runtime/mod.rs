@@ -17,6 +17,7 @@ use crate::capabilities;
 use crate::capabilities::key_value::{self, KeyValueState, Stores};
 use crate::capabilities::outbound_http::{AllowedHosts, OutboundHttpState};
 use crate::capabilities::variables::{self, ComponentVariables, VariablesState};
+use crate::engine::Workload;
 use anyhow::{Context as _, Result};
 use hyper::body::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
@@ -63,6 +64,22 @@ impl HttpWorld {
             }
         }
         Ok(HttpWorld::P2)
+    }
+}
+
+/// What the engine must support, and may assume, for components exporting `worlds` and
+/// run with `reuse`.
+pub fn workload(worlds: impl IntoIterator<Item = HttpWorld>, reuse: &InstanceReuse) -> Workload {
+    let (mut p2, mut p3) = (0, 0);
+    for world in worlds {
+        match world {
+            HttpWorld::P2 => p2 += 1,
+            HttpWorld::P3 => p3 += 1,
+        }
+    }
+    Workload {
+        concurrency: p3 > 0,
+        instances_reused: p2 == 0 && reuse.max_requests.smallest() > 1,
     }
 }
 
@@ -361,6 +378,37 @@ impl Failure {
             Failure::Overloaded => "no instance slot became free within the queue timeout".into(),
             Failure::Timeout => "the request deadline passed".into(),
             Failure::Trap(error) => format!("{error:#}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use HttpWorld::{P2, P3};
+
+    fn of(worlds: &[HttpWorld], reuse: &InstanceReuse) -> Workload {
+        workload(worlds.iter().copied(), reuse)
+    }
+
+    #[test]
+    fn guard_pages_only_where_every_instance_is_reused() {
+        let spin_defaults = InstanceReuse::default();
+        let workload = |concurrency, instances_reused| Workload {
+            concurrency,
+            instances_reused,
+        };
+        assert_eq!(of(&[P3, P3], &spin_defaults), workload(true, true));
+        // A fresh `wasi:http@0.2` instance per request: a slot reset per request.
+        assert_eq!(of(&[P2, P3], &spin_defaults), workload(true, false));
+        assert_eq!(of(&[P2], &spin_defaults), workload(false, false));
+        // `--max-instance-reuse-count 1`, or a range that may draw 1.
+        for max_requests in [Range::Value(1), Range::Bounds(1, 8)] {
+            let once = InstanceReuse {
+                max_requests,
+                ..spin_defaults
+            };
+            assert_eq!(of(&[P3], &once), workload(true, false));
         }
     }
 }

@@ -59,6 +59,15 @@ impl<T: PartialOrd + std::fmt::Debug> Range<T> {
     }
 }
 
+impl<T: Copy> Range<T> {
+    /// The least value a pick can give.
+    pub fn smallest(self) -> T {
+        match self {
+            Range::Value(value) | Range::Bounds(value, _) => value,
+        }
+    }
+}
+
 impl Range<usize> {
     pub fn pick(self) -> usize {
         match self {

@@ -37,6 +37,7 @@ async fn handle(request: Request) -> impl IntoResponse {
             text(200, format!("{instance:x} {count}"))
         }
         "/trap" => panic!("trapping on purpose"),
+        "/out-of-bounds" => text(200, read_past_memory().to_string()),
         "/loop" => {
             let mut spins: u64 = 0;
             loop {
@@ -87,6 +88,14 @@ async fn key_value(label: &str) -> String {
     run()
         .await
         .unwrap_or_else(|error| format!("error: {error:?}"))
+}
+
+/// A load just past the end of linear memory, which the host must turn into a trap: a guard
+/// page or a bounds check, depending on its engine's settings.
+fn read_past_memory() -> u8 {
+    let end = core::arch::wasm32::memory_size(0) * 65536;
+    // SAFETY: the address lies outside linear memory, so the load traps before it reads.
+    unsafe { std::ptr::read_volatile(end as *const u8) }
 }
 
 fn text(status: u16, body: String) -> Response<String> {

@@ -59,6 +59,7 @@ async fn respond(request: Request) -> Response {
     match request.path() {
         "/ok" => text(200, "ok".into()),
         "/trap" => panic!("trapping on purpose"),
+        "/out-of-bounds" => text(200, read_past_memory().to_string()),
         "/loop" => {
             let mut spins: u64 = 0;
             loop {
@@ -154,6 +155,14 @@ fn wasi_batch(label: &str) -> String {
         Ok(format!("{} n={count} a-left={left}", read.join(" ")))
     };
     run().unwrap_or_else(|error| format!("error: {error:?}"))
+}
+
+/// A load just past the end of linear memory, which the host must turn into a trap: a guard
+/// page or a bounds check, depending on its engine's settings.
+fn read_past_memory() -> u8 {
+    let end = core::arch::wasm32::memory_size(0) * 65536;
+    // SAFETY: the address lies outside linear memory, so the load traps before it reads.
+    unsafe { std::ptr::read_volatile(end as *const u8) }
 }
 
 fn text(status: u16, body: String) -> Response {
