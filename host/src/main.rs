@@ -1,6 +1,8 @@
 //! greeter-host: runs Spin HTTP apps, from their `spin.toml` or from a registry, on wasmtime,
 //! as `spin up` does, for everything Greeter uses. Read top-down:
 
+/// mimalloc, the global allocator.
+mod allocator;
 /// What to run: a local manifest or a registry's locked app, as one `App`.
 mod app;
 /// What a component may reach: key-value, variables, outbound HTTP.
@@ -26,6 +28,7 @@ mod server;
 mod traces;
 
 fn main() -> std::process::ExitCode {
+    allocator::tune();
     match cli::run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
