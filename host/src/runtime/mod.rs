@@ -70,16 +70,10 @@ impl HttpWorld {
 /// What the engine must support, and may assume, for components exporting `worlds` and
 /// run with `reuse`.
 pub fn workload(worlds: impl IntoIterator<Item = HttpWorld>, reuse: &InstanceReuse) -> Workload {
-    let (mut p2, mut p3) = (0, 0);
-    for world in worlds {
-        match world {
-            HttpWorld::P2 => p2 += 1,
-            HttpWorld::P3 => p3 += 1,
-        }
-    }
+    let worlds: Vec<HttpWorld> = worlds.into_iter().collect();
     Workload {
-        concurrency: p3 > 0,
-        instances_reused: p2 == 0 && reuse.max_requests.smallest() > 1,
+        concurrency: worlds.contains(&HttpWorld::P3),
+        instances_reused: !worlds.contains(&HttpWorld::P2) && reuse.max_requests.smallest() > 1,
     }
 }
 
