@@ -182,8 +182,11 @@ mod tests {
             headers: Vec::new(),
             body: b"<Error><Code>SignatureDoesNotMatch</Code><Message>Check your key.</Message></Error>".to_vec(),
         }));
-        app.outbound
-            .answer(Err(OutboundError::Unreachable("ConnectionRefused".into())));
+        // Refused at both attempts.
+        for _ in 0..crate::s3::SEND_ATTEMPTS {
+            app.outbound
+                .answer(Err(OutboundError::Unreachable("ConnectionRefused".into())));
+        }
         app.outbound
             .answer(Err(OutboundError::TimedOut("no answer within 10 s".into())));
         let refused = upload(&app, "");

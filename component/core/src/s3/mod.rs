@@ -29,6 +29,12 @@ use crate::platform::{Outbound, OutboundError, OutboundRequest, OutboundResponse
 /// after 30 s.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Attempts at one request whose connection fails before an answer (refused, reset), as the
+/// AWS SDKs retry such failures. Both requests sent are idempotent (PutObject to a fresh key,
+/// ListObjectsV2), and a timeout is not retried, so two attempts stay within 2 x
+/// [`REQUEST_TIMEOUT`].
+pub const SEND_ATTEMPTS: usize = 2;
+
 /// Keys per ListObjectsV2 page, S3's maximum.
 const LIST_PAGE_KEYS: &str = "1000";
 
@@ -202,17 +208,21 @@ impl<'a> Client<'a> {
         })
     }
 
-    /// Sends `request`; anything but a 2xx answer is an error naming `action`.
+    /// Sends `request`, again if its connection failed; anything but a 2xx answer is an error
+    /// naming `action`.
     async fn send(
         &self,
         action: &str,
         request: OutboundRequest,
     ) -> Result<OutboundResponse, ApiError> {
-        let response = self
-            .outbound
-            .send(request)
-            .await
-            .map_err(|error| unreachable(&self.config.origin(), error))?;
+        let mut attempts = 1;
+        let response = loop {
+            match self.outbound.send(request.clone()).await {
+                Err(OutboundError::Unreachable(_)) if attempts < SEND_ATTEMPTS => attempts += 1,
+                answer => break answer,
+            }
+        }
+        .map_err(|error| unreachable(&self.config.origin(), error))?;
         if (200..300).contains(&response.status) {
             return Ok(response);
         }
@@ -277,7 +287,7 @@ mod tests {
 
     use sha2::{Digest, Sha256};
 
-    use super::{Client, S3Config, hex};
+    use super::{Client, S3Config, SEND_ATTEMPTS, hex};
     use crate::errors::ErrorCode;
     use crate::fakes::{FakeOutbound, block_on};
     use crate::platform::{OutboundError, OutboundRequest, OutboundResponse};
@@ -525,10 +535,13 @@ mod tests {
         );
     }
 
+    /// The error of a PutObject that gets `answer` at every attempt.
     fn put_error(answer: Result<OutboundResponse, OutboundError>) -> (ErrorCode, String) {
         let config = local();
         let outbound = FakeOutbound::default();
-        outbound.answer(answer);
+        for _ in 0..SEND_ATTEMPTS {
+            outbound.answer(answer.clone());
+        }
         let client = Client::new(&config, &outbound, NOW_MS);
         match block_on(client.put_object("k", "text/plain", Vec::new(), &[0; 32])) {
             Ok(etag) => panic!("stored: {etag:?}"),
@@ -562,6 +575,31 @@ mod tests {
         let message = put_error(Ok(response(400, &[], &long))).1;
         assert!(message.ends_with("é..."), "{message}");
         assert!(message.chars().count() < 260);
+    }
+
+    #[test]
+    fn a_failed_connection_is_tried_once_more_with_the_same_request() {
+        let config = local();
+        let outbound = FakeOutbound::default();
+        outbound.answer(Err(OutboundError::Unreachable("HttpProtocolError".into())));
+        outbound.answer(Ok(response(200, &[("etag", "\"5d41402a\"")], "")));
+        let client = Client::new(&config, &outbound, NOW_MS);
+        let etag = block_on(client.put_object("k", "text/plain", b"hi".to_vec(), &[0; 32]));
+        assert_eq!(etag.unwrap().as_deref(), Some("5d41402a"));
+        let sent = outbound.requests();
+        assert_eq!(sent.len(), 2);
+        assert_eq!(sent[0], sent[1]);
+    }
+
+    #[test]
+    fn a_timeout_is_not_tried_again() {
+        let outbound = FakeOutbound::default();
+        outbound.answer(Err(OutboundError::TimedOut("no answer within 10 s".into())));
+        let config = local();
+        let client = Client::new(&config, &outbound, NOW_MS);
+        let listed = block_on(client.list_objects("random/", None, None));
+        assert!(listed.is_err());
+        assert_eq!(outbound.requests().len(), 1);
     }
 
     #[test]
