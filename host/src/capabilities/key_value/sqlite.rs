@@ -3,29 +3,25 @@
 //!
 //! Writes go to one writer thread that commits whatever has queued up in a single
 //! transaction (group commit): each write is acknowledged only after its commit is synced
-//! (`synchronous = FULL`), yet concurrent writers share one fsync. Reads go to a fixed set
-//! of reader threads, each with its own connection, so a slow disk or a locked file never
-//! stalls the async workers, and the number of threads and connections stays bounded under
-//! any load; in WAL mode they never wait for the writer.
+//! (`synchronous = FULL`), yet concurrent writers share one fsync. Reads use a small pool of
+//! connections and run on the calling thread, which first hands its other async work to
+//! another worker, so a slow disk or a locked file never stalls other requests; in WAL mode
+//! they never wait for the writer.
 
 use super::{Error, backend_error, count_key, count_pair};
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use std::path::Path;
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Mutex, mpsc};
 use tokio::sync::oneshot;
 
 /// The most writes one transaction commits; bounds the latency a batch adds.
 const MAX_WRITES_PER_COMMIT: usize = 512;
 
-/// Threads (and connections) that run reads. A read of a cached page takes microseconds,
-/// so a few threads keep up with every core; more would only add stacks and page caches.
-/// Reads beyond these wait in the queue, as they would for a lock.
-const READER_THREADS: usize = 4;
-
 pub struct SqliteDb {
+    open_uri: String,
     writer: mpsc::Sender<Write>,
-    readers: mpsc::Sender<Read>,
+    readers: Mutex<Vec<Connection>>,
 }
 
 /// One change for the writer thread; each is applied whole, inside the batch's transaction.
@@ -60,9 +56,6 @@ struct Write {
     done: oneshot::Sender<Result<Applied, Error>>,
 }
 
-/// A query for a reader thread, which answers through the channel the query captured.
-type Read = Box<dyn FnOnce(&Connection) + Send>;
-
 impl SqliteDb {
     /// A database file, created if needed.
     pub fn open_file(path: &Path) -> Result<SqliteDb> {
@@ -96,8 +89,9 @@ impl SqliteDb {
             .name("kv-sqlite-writer".into())
             .spawn(move || run_writer(writer, receiver))?;
         Ok(SqliteDb {
+            open_uri,
             writer: sender,
-            readers: spawn_readers(&open_uri)?,
+            readers: Mutex::new(Vec::new()),
         })
     }
 
@@ -115,22 +109,18 @@ impl SqliteDb {
     }
 
     pub async fn get(&self, store: &str, key: String) -> Result<Option<Vec<u8>>, Error> {
-        let store = store.to_owned();
-        self.read(move |conn| {
+        self.read(|conn| {
             conn.prepare_cached("SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2")?
                 .query_row(params![store, key], |row| row.get(0))
                 .optional()
         })
-        .await
     }
 
     pub async fn exists(&self, store: &str, key: String) -> Result<bool, Error> {
-        let store = store.to_owned();
-        self.read(move |conn| {
+        self.read(|conn| {
             conn.prepare_cached("SELECT 1 FROM spin_key_value WHERE store = ?1 AND key = ?2")?
                 .exists(params![store, key])
         })
-        .await
     }
 
     /// Each key with its value (`None` when absent), in the order asked; Spin's error once
@@ -141,8 +131,7 @@ impl SqliteDb {
         keys: Vec<String>,
         limit: usize,
     ) -> Result<Vec<(String, Option<Vec<u8>>)>, Error> {
-        let store = store.to_owned();
-        self.read(move |conn| {
+        self.read(|conn| {
             let mut statement = conn
                 .prepare_cached("SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2")?;
             let mut total = size_of::<Vec<(String, Option<Vec<u8>>)>>();
@@ -157,14 +146,12 @@ impl SqliteDb {
                 found.push((key, value));
             }
             Ok(Ok(found))
-        })
-        .await?
+        })?
     }
 
     /// Every key of `store`, stopping with Spin's error once they exceed `limit` bytes.
     pub async fn get_keys(&self, store: &str, limit: usize) -> Result<Vec<String>, Error> {
-        let store = store.to_owned();
-        self.read(move |conn| {
+        self.read(|conn| {
             let mut total = size_of::<Vec<String>>();
             let mut keys = Vec::new();
             let mut statement =
@@ -177,51 +164,29 @@ impl SqliteDb {
                 keys.push(key);
             }
             Ok(Ok(keys))
+        })?
+    }
+
+    /// Runs `query` on a pooled reader connection, on this thread once it has handed its
+    /// other async work to another worker (`block_in_place`, as Spin's SQLite store does): a
+    /// read costs no hop to another thread and back, yet a slow disk or a locked file stalls
+    /// no other request. Needs the multi-threaded runtime, which the server always runs.
+    fn read<T>(&self, query: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, Error> {
+        tokio::task::block_in_place(|| {
+            let pooled = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let conn = match pooled {
+                Some(conn) => conn,
+                None => connect(&self.open_uri)?,
+            };
+            let result = query(&conn);
+            self.readers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(conn);
+            result
         })
-        .await?
+        .map_err(backend_error)
     }
-
-    /// Runs `query` on a reader thread and waits for its answer.
-    async fn read<T: Send + 'static>(
-        &self,
-        query: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
-    ) -> Result<T, Error> {
-        let stopped = || backend_error("the key-value readers have stopped");
-        let (done, answered) = oneshot::channel();
-        let read: Read = Box::new(move |conn| {
-            // The requester may have gone (deadline passed); nothing to undo for a read.
-            let _ = done.send(query(conn));
-        });
-        self.readers.send(read).map_err(|_| stopped())?;
-        answered
-            .await
-            .map_err(|_| stopped())?
-            .map_err(backend_error)
-    }
-}
-
-/// Starts the reader threads, each with its own connection, taking reads from one queue;
-/// they stop when the database handle (the queue's sender) is dropped.
-fn spawn_readers(open_uri: &str) -> Result<mpsc::Sender<Read>> {
-    let (sender, receiver) = mpsc::channel::<Read>();
-    let queue = Arc::new(Mutex::new(receiver));
-    for index in 0..READER_THREADS {
-        let conn = connect(open_uri)?;
-        let queue = queue.clone();
-        std::thread::Builder::new()
-            .name(format!("kv-sqlite-reader-{index}"))
-            .spawn(move || {
-                loop {
-                    // The lock is held only while waiting for the next read, not while it runs.
-                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                    match next {
-                        Ok(read) => read(&conn),
-                        Err(_) => return,
-                    }
-                }
-            })?;
-    }
-    Ok(sender)
 }
 
 fn connect(uri: &str) -> rusqlite::Result<Connection> {
@@ -341,6 +306,7 @@ fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use std::time::Duration;
 
     fn open(path: &Path) -> Arc<SqliteDb> {
@@ -474,8 +440,9 @@ mod tests {
             .unwrap();
         // Readers only: `open` would itself wait for the lock.
         let db = Arc::new(SqliteDb {
+            open_uri: format!("file:{}", path.display()),
             writer: mpsc::channel().0,
-            readers: spawn_readers(&format!("file:{}", path.display())).unwrap(),
+            readers: Mutex::new(Vec::new()),
         });
         let (reading, read_started) = oneshot::channel();
         let read = tokio::spawn(async move {
