@@ -4,15 +4,16 @@
 //! Writes go to one writer thread that commits whatever has queued up in a single
 //! transaction (group commit): each write is acknowledged only after its commit is synced
 //! (`synchronous = FULL`), yet concurrent writers share one fsync. Reads use a small pool of
-//! connections and run on the calling thread, which first hands its other async work to
-//! another worker, so a slow disk or a locked file never stalls other requests; in WAL mode
-//! they never wait for the writer.
+//! connections and run on the calling thread: in WAL mode they never wait for the writer,
+//! and one that finds the file locked waits off the async worker, so a locked file never
+//! stalls other requests.
 
 use super::{Error, backend_error, count_key, count_pair};
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use std::path::Path;
 use std::sync::{Mutex, mpsc};
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// The most writes one transaction commits; bounds the latency a batch adds.
@@ -73,7 +74,7 @@ impl SqliteDb {
     }
 
     fn open(open_uri: String) -> Result<SqliteDb> {
-        let writer = connect(&open_uri)?;
+        let writer = connect(&open_uri, BUSY_TIMEOUT)?;
         writer.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
@@ -136,14 +137,14 @@ impl SqliteDb {
                 .prepare_cached("SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2")?;
             let mut total = size_of::<Vec<(String, Option<Vec<u8>>)>>();
             let mut found = Vec::with_capacity(keys.len());
-            for key in keys {
+            for key in &keys {
                 let value: Option<Vec<u8>> = statement
                     .query_row(params![store, key], |row| row.get(0))
                     .optional()?;
-                if let Err(error) = count_pair(&mut total, &key, value.as_ref(), limit) {
+                if let Err(error) = count_pair(&mut total, key, value.as_ref(), limit) {
                     return Ok(Err(error));
                 }
-                found.push((key, value));
+                found.push((key.clone(), value));
             }
             Ok(Ok(found))
         })?
@@ -167,35 +168,52 @@ impl SqliteDb {
         })?
     }
 
-    /// Runs `query` on a pooled reader connection, on this thread once it has handed its
-    /// other async work to another worker (`block_in_place`, as Spin's SQLite store does): a
-    /// read costs no hop to another thread and back, yet a slow disk or a locked file stalls
-    /// no other request. Needs the multi-threaded runtime, which the server always runs.
-    fn read<T>(&self, query: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, Error> {
-        tokio::task::block_in_place(|| {
-            let pooled = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
-            let conn = match pooled {
-                Some(conn) => conn,
-                None => connect(&self.open_uri)?,
-            };
-            let result = query(&conn);
-            self.readers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(conn);
-            result
-        })
-        .map_err(backend_error)
+    /// Runs `query` on a pooled reader connection, on the calling thread. In WAL mode a read
+    /// never waits for the writer and takes microseconds on cached pages, less than handing
+    /// the async worker's other work to another thread first (`block_in_place`, which Spin
+    /// does for every call) would cost; under load those hand-offs also kept a thread alive
+    /// per concurrent read (bench/README.md). Only a read that finds the file locked (by
+    /// another process, or during WAL recovery) is retried, waiting off the async worker, so
+    /// the lock stalls no other request. A page not in the OS cache is still read on the
+    /// calling thread. Needs the multi-threaded runtime, which the server always runs.
+    fn read<T>(&self, query: impl Fn(&Connection) -> rusqlite::Result<T>) -> Result<T, Error> {
+        let pooled = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => connect(&self.open_uri, Duration::ZERO).map_err(backend_error)?,
+        };
+        let result = match query(&conn) {
+            Err(error) if is_busy(&error) => tokio::task::block_in_place(|| {
+                conn.busy_timeout(BUSY_TIMEOUT)?;
+                let result = query(&conn);
+                conn.busy_timeout(Duration::ZERO)?;
+                result
+            }),
+            result => result,
+        };
+        self.readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(conn);
+        result.map_err(backend_error)
     }
 }
 
-fn connect(uri: &str) -> rusqlite::Result<Connection> {
+/// How long a statement waits for a locked file before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn is_busy(error: &rusqlite::Error) -> bool {
+    error.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+}
+
+/// A connection whose statements wait up to `busy_timeout` for a locked file.
+fn connect(uri: &str, busy_timeout: Duration) -> rusqlite::Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_URI
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(uri, flags)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.busy_timeout(busy_timeout)?;
     Ok(conn)
 }
 
@@ -419,6 +437,19 @@ mod tests {
         assert_eq!(db.get("s", "k".into()).await.unwrap(), Some(b"v".to_vec()));
         let other = Arc::new(SqliteDb::open_in_memory("test-other").unwrap());
         assert_eq!(other.get("s", "k".into()).await.unwrap(), None);
+    }
+
+    /// An uncontended read runs on the calling thread without handing the async worker to
+    /// another thread: such a hand-off (`block_in_place`) panics on a current-thread runtime.
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_uncontended_read_keeps_its_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(&dir.path().join("kv.db"));
+        db.set("s", "k".into(), Some(b"v".to_vec())).await.unwrap();
+        assert_eq!(db.get("s", "k".into()).await.unwrap(), Some(b"v".to_vec()));
+        let keys = vec!["k".to_string(), "absent".to_string()];
+        let found = db.get_many("s", keys, usize::MAX).await.unwrap();
+        assert_eq!(found[1], ("absent".to_string(), None));
     }
 
     /// A read that waits for a locked file must leave the async worker to other requests:
