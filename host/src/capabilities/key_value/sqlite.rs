@@ -4,9 +4,9 @@
 //! Writes go to one writer thread that commits whatever has queued up in a single
 //! transaction (group commit): each write is acknowledged only after its commit is synced
 //! (`synchronous = FULL`), yet concurrent writers share one fsync. Reads use a small pool of
-//! connections and run on the calling thread: in WAL mode they never wait for the writer,
-//! and one that finds the file locked waits off the async worker, so a locked file never
-//! stalls other requests.
+//! connections and never wait for the writer (WAL mode). A point read runs on the calling
+//! thread; a scan (every key, many keys), or a read that finds the file locked, runs off
+//! the async worker, so neither stalls other requests.
 
 use super::{Error, backend_error, count_key, count_pair};
 use anyhow::{Context, Result};
@@ -132,19 +132,19 @@ impl SqliteDb {
         keys: Vec<String>,
         limit: usize,
     ) -> Result<Vec<(String, Option<Vec<u8>>)>, Error> {
-        self.read(|conn| {
+        self.scan(|conn| {
             let mut statement = conn
                 .prepare_cached("SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2")?;
             let mut total = size_of::<Vec<(String, Option<Vec<u8>>)>>();
             let mut found = Vec::with_capacity(keys.len());
-            for key in &keys {
+            for key in keys {
                 let value: Option<Vec<u8>> = statement
                     .query_row(params![store, key], |row| row.get(0))
                     .optional()?;
-                if let Err(error) = count_pair(&mut total, key, value.as_ref(), limit) {
+                if let Err(error) = count_pair(&mut total, &key, value.as_ref(), limit) {
                     return Ok(Err(error));
                 }
-                found.push((key.clone(), value));
+                found.push((key, value));
             }
             Ok(Ok(found))
         })?
@@ -152,7 +152,7 @@ impl SqliteDb {
 
     /// Every key of `store`, stopping with Spin's error once they exceed `limit` bytes.
     pub async fn get_keys(&self, store: &str, limit: usize) -> Result<Vec<String>, Error> {
-        self.read(|conn| {
+        self.scan(|conn| {
             let mut total = size_of::<Vec<String>>();
             let mut keys = Vec::new();
             let mut statement =
@@ -168,35 +168,59 @@ impl SqliteDb {
         })?
     }
 
-    /// Runs `query` on a pooled reader connection, on the calling thread. In WAL mode a read
-    /// never waits for the writer and takes microseconds on cached pages, less than handing
-    /// the async worker's other work to another thread first (`block_in_place`, which Spin
-    /// does for every call) would cost; under load those hand-offs also kept a thread alive
-    /// per concurrent read (bench/README.md). Only a read that finds the file locked (by
-    /// another process, or during WAL recovery) is retried, waiting off the async worker, so
-    /// the lock stalls no other request. A page not in the OS cache is still read on the
-    /// calling thread. Needs the multi-threaded runtime, which the server always runs.
+    /// Runs a point read (one key) on a pooled reader connection, on the calling thread. In
+    /// WAL mode it never waits for the writer and takes microseconds on cached pages, less
+    /// than handing the async worker's other work to another thread first (`block_in_place`,
+    /// which Spin does for every call) would cost; under load those hand-offs also kept a
+    /// thread alive per concurrent read (bench/README.md). Only a read that finds the file
+    /// locked (by another process, or during WAL recovery) is retried as a [`Self::scan`],
+    /// so the lock stalls no other request. A page not in the OS cache is still read on the
+    /// calling thread.
     fn read<T>(&self, query: impl Fn(&Connection) -> rusqlite::Result<T>) -> Result<T, Error> {
+        self.with_reader(|conn| match query(conn) {
+            Err(error) if is_busy(&error) => waiting_off_the_worker(conn, query),
+            result => result,
+        })
+    }
+
+    /// Runs a read whose cost the data decides (every key of a store, or as many keys as the
+    /// guest asked for) off the async worker, waiting for a locked file if need be.
+    fn scan<T>(&self, query: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, Error> {
+        self.with_reader(|conn| waiting_off_the_worker(conn, query))
+    }
+
+    /// A pooled reader connection, which waits for no lock unless told to.
+    fn with_reader<T>(
+        &self,
+        read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, Error> {
         let pooled = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let conn = match pooled {
             Some(conn) => conn,
             None => connect(&self.open_uri, Duration::ZERO).map_err(backend_error)?,
         };
-        let result = match query(&conn) {
-            Err(error) if is_busy(&error) => tokio::task::block_in_place(|| {
-                conn.busy_timeout(BUSY_TIMEOUT)?;
-                let result = query(&conn);
-                conn.busy_timeout(Duration::ZERO)?;
-                result
-            }),
-            result => result,
-        };
+        let result = read(&conn);
         self.readers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(conn);
         result.map_err(backend_error)
     }
+}
+
+/// Runs `query` on this thread once it has handed its other async work to another worker
+/// (`block_in_place`; needs the multi-threaded runtime, which the server always runs),
+/// waiting up to [`BUSY_TIMEOUT`] for a locked file.
+fn waiting_off_the_worker<T>(
+    conn: &Connection,
+    query: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    tokio::task::block_in_place(|| {
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let result = query(conn);
+        conn.busy_timeout(Duration::ZERO)?;
+        result
+    })
 }
 
 /// How long a statement waits for a locked file before it fails.
@@ -439,22 +463,21 @@ mod tests {
         assert_eq!(other.get("s", "k".into()).await.unwrap(), None);
     }
 
-    /// An uncontended read runs on the calling thread without handing the async worker to
-    /// another thread: such a hand-off (`block_in_place`) panics on a current-thread runtime.
+    /// An uncontended point read runs on the calling thread without handing the async worker
+    /// to another thread: such a hand-off (`block_in_place`) panics on a current-thread
+    /// runtime.
     #[tokio::test(flavor = "current_thread")]
-    async fn an_uncontended_read_keeps_its_thread() {
+    async fn an_uncontended_point_read_keeps_its_thread() {
         let dir = tempfile::tempdir().unwrap();
         let db = open(&dir.path().join("kv.db"));
         db.set("s", "k".into(), Some(b"v".to_vec())).await.unwrap();
         assert_eq!(db.get("s", "k".into()).await.unwrap(), Some(b"v".to_vec()));
-        let keys = vec!["k".to_string(), "absent".to_string()];
-        let found = db.get_many("s", keys, usize::MAX).await.unwrap();
-        assert_eq!(found[1], ("absent".to_string(), None));
+        assert!(!db.exists("s", "absent".into()).await.unwrap());
     }
 
-    /// A read that waits for a locked file must leave the async worker to other requests:
-    /// with a single worker, a task started during the wait still runs at once. A read that
-    /// held the worker would hold it for the whole busy timeout (5 s).
+    /// Reads that wait for a locked file (a point read and a scan) must leave the async
+    /// worker to other requests: with a single worker, a task started during the wait still
+    /// runs at once. A read that held the worker would hold it for the whole busy timeout.
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_read_waiting_on_a_locked_file_does_not_block_the_async_worker() {
         let dir = tempfile::tempdir().unwrap();
@@ -475,16 +498,26 @@ mod tests {
             writer: mpsc::channel().0,
             readers: Mutex::new(Vec::new()),
         });
-        let (reading, read_started) = oneshot::channel();
-        let read = tokio::spawn(async move {
-            reading.send(()).unwrap();
-            db.get("s", "k".into()).await
+        let (point_reading, point_read_started) = oneshot::channel();
+        let point_read = tokio::spawn({
+            let db = db.clone();
+            async move {
+                point_reading.send(()).unwrap();
+                db.get("s", "k".into()).await
+            }
         });
-        read_started.await.unwrap();
+        point_read_started.await.unwrap();
+        let (scanning, scan_started) = oneshot::channel();
+        let scan = tokio::spawn(async move {
+            scanning.send(()).unwrap();
+            db.get_keys("s", usize::MAX).await
+        });
+        scan_started.await.unwrap();
         let other = tokio::spawn(async {});
         let outcome = tokio::time::timeout(Duration::from_millis(1_000), other).await;
-        assert!(outcome.is_ok(), "the read held the only worker");
+        assert!(outcome.is_ok(), "a read held the only worker");
         drop(locker);
-        read.await.unwrap().unwrap();
+        assert_eq!(point_read.await.unwrap().unwrap(), Some(b"v".to_vec()));
+        assert_eq!(scan.await.unwrap().unwrap(), vec!["k".to_string()]);
     }
 }
