@@ -173,9 +173,9 @@ impl SqliteDb {
     /// than handing the async worker's other work to another thread first (`block_in_place`,
     /// which Spin does for every call) would cost; under load those hand-offs also kept a
     /// thread alive per concurrent read (bench/README.md). Only a read that finds the file
-    /// locked (by another process, or during WAL recovery) is retried as a [`Self::scan`],
-    /// so the lock stalls no other request. A page not in the OS cache is still read on the
-    /// calling thread.
+    /// locked (by another process, or during WAL recovery) is retried off the worker, as a
+    /// [`Self::scan`] runs, so the lock stalls no other request. A page not in the OS cache
+    /// is still read on the calling thread.
     fn read<T>(&self, query: impl Fn(&Connection) -> rusqlite::Result<T>) -> Result<T, Error> {
         self.with_reader(|conn| match query(conn) {
             Err(error) if is_busy(&error) => waiting_off_the_worker(conn, query),
