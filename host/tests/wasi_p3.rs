@@ -3,7 +3,7 @@
 //! a failure), Spin 4's 3.0.0 interfaces answering as their 2.0.0 twins do, and an app that
 //! mixes 0.2 and 0.3 components.
 //!
-//! tests/components/faulty-p3 answers `/instance` (and `/sleep`) with `<instance id>
+//! tests/components/faulty-p3 answers `/instance` (and `/sleep`, `/block`) with `<instance id>
 //! <requests begun in that instance>`.
 
 mod support;
@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use support::*;
 
-/// (instance id, requests it had begun) from a `/instance` or `/sleep` answer.
+/// (instance id, requests it had begun) from a `/instance`, `/sleep` or `/block` answer.
 fn instance(reply: &Reply) -> (String, u32) {
     assert_eq!(reply.status, 200, "{}", reply.body);
     let (id, count) = reply.body.split_once(' ').expect("`<id> <count>`");
@@ -77,6 +77,58 @@ fn concurrent_requests_share_an_instance_up_to_the_concurrent_count() {
     );
     // Four requests of 800 ms each, all at once: not one after another.
     assert!(started.elapsed() < Duration::from_millis(2400));
+}
+
+#[test]
+fn a_request_never_waits_behind_an_instance_held_in_a_synchronous_host_call() {
+    let state = tempfile::tempdir().unwrap();
+    let host = faulty_p3_host(state.path()).start();
+    let (blocked, elsewhere, waited) = std::thread::scope(|scope| {
+        // It waits (so its instance could take another request), then holds the instance.
+        let blocked = scope.spawn(|| get(&host.url("/block?ms=3000")));
+        std::thread::sleep(Duration::from_millis(500));
+        let asked = Instant::now();
+        let elsewhere = get(&host.url("/instance"));
+        let waited = asked.elapsed();
+        (blocked.join().unwrap(), elsewhere, waited)
+    });
+    let (held, _) = instance(&blocked);
+    let (other, _) = instance(&elsewhere);
+    assert_ne!(other, held, "given to the instance held in the host call");
+    assert!(waited < Duration::from_millis(2000), "waited {waited:?}");
+}
+
+#[test]
+fn idle_instances_are_given_requests_oldest_first_so_the_rest_can_expire() {
+    let state = tempfile::tempdir().unwrap();
+    let host = faulty_p3_host(state.path())
+        .args(["--max-instance-concurrent-reuse-count", "1"])
+        .start();
+    let sleepers: Vec<Reply> = std::thread::scope(|scope| {
+        let sleepers: Vec<_> = (0..3)
+            .map(|_| scope.spawn(|| get(&host.url("/sleep?ms=300"))))
+            .collect();
+        sleepers.into_iter().map(|s| s.join().unwrap()).collect()
+    });
+    let started: BTreeMap<u32, String> = sleepers
+        .iter()
+        .map(|reply| {
+            let (id, count) = instance(reply);
+            (count, id)
+        })
+        .collect();
+    assert_eq!(
+        started.len(),
+        1,
+        "three instances, one request each: {started:?}"
+    );
+    let served: Vec<String> = (0..6)
+        .map(|_| instance(&get(&host.url("/instance"))).0)
+        .collect();
+    assert!(
+        served.iter().all(|id| *id == served[0]),
+        "one instance took them all: {served:?}"
+    );
 }
 
 #[test]

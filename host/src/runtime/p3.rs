@@ -1,9 +1,15 @@
 //! `wasi:http@0.3` components: each instance serves many requests, several at once, as Spin 4
-//! and `wasmtime serve` run them, through wasmtime-wasi-http's `ProxyHandler`. An instance
-//! holds one instance slot for its whole life. It is dropped when it has served its share
-//! of requests ([`InstanceReuse`]), stayed idle too long, or failed: a trap, an overrun
-//! deadline or a memory-limit failure fails the requests in it, and the next request gets a
-//! fresh instance.
+//! and `wasmtime serve` run them. An instance holds one instance slot for its whole life. It is
+//! dropped when it has served its share of requests ([`InstanceReuse`]), stayed idle too long,
+//! or failed: a trap, an overrun deadline or a memory-limit failure fails the requests in it,
+//! and the next request gets a fresh instance.
+//!
+//! Requests are given to instances by [`Pool::dispatch`], in place of wasmtime-wasi-http's
+//! `ProxyHandler` (whose per-request plumbing, `Prepared`, is used as is). Two things it
+//! does that `ProxyHandler` cannot: it never gives a request to an instance held in a host
+//! call (a synchronous draft `wasi:keyvalue` write holds its whole instance until it has
+//! committed), and it queues requests behind instances that are running already, once they
+//! keep every worker thread busy, instead of waking another instance for each.
 //!
 //! The requests of one instance run in its own task, not in their own spans; when traces are
 //! on, a call hook tells the capabilities which request each host call belongs to
@@ -15,24 +21,34 @@ use super::{
 };
 use crate::capabilities::key_value::Stores;
 use anyhow::Result;
+use futures_channel::oneshot;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use http_body_util::BodyExt;
 use hyper::body::Bytes;
-use std::collections::HashMap;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::collections::{BTreeMap, HashMap};
+use std::future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 use std::time::{Duration, Instant};
-use wasmtime::component::{GuestTaskId, InstancePre};
-use wasmtime::{CallHook, Engine, Store, StoreContextMut, Trap, UpdateDeadline};
+use tokio::sync::mpsc;
+use wasmtime::component::{Accessor, GuestTaskId, InstancePre};
+use wasmtime::{AsContextMut, CallHook, Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
-use wasmtime_wasi_http::handler::{
-    ExpirationError, HandlerState, Instance, InstantiationError, Proxy, ProxyHandler, ShouldAccept,
-    WorkerExpiration, WorkerState, WorkerStatus,
-};
+use wasmtime_wasi_http::handler::{ExpirationError, Prepared, Proxy, Request, Response};
 use wasmtime_wasi_http::p3::bindings::ServicePre;
 
-pub struct ReusedInstances {
-    handler: ProxyHandler<Instances>,
+pub struct ReusedInstances(Arc<Pool>);
+
+/// One component's live instances, and how new ones are made.
+struct Pool {
+    instances: Instances,
+    /// The live instances that may be given more requests, oldest first.
+    open: Mutex<Vec<Arc<Seat>>>,
+    /// The runtime's worker threads: as many instances can run at once.
+    threads: usize,
 }
 
 /// How new instances of one component are made, and what they are told.
@@ -45,6 +61,43 @@ struct Instances {
     observer: Arc<dyn Observer>,
     request_timeout: Duration,
     reuse: InstanceReuse,
+}
+
+/// A request on its way to an instance, and where its answer goes.
+struct Job {
+    deadline: Instant,
+    span: tracing::Span,
+    request: Request,
+    answer: oneshot::Sender<wasmtime::Result<Response>>,
+}
+
+/// What [`Pool::dispatch`] knows of one live instance.
+struct Seat {
+    jobs: mpsc::UnboundedSender<Job>,
+    max_requests: usize,
+    max_concurrent_requests: usize,
+    /// Requests given to it in all; counted under the pool's lock.
+    given: AtomicUsize,
+    /// Requests given to it and not answered yet.
+    unanswered: AtomicUsize,
+    /// It was given a request and has not gone back to waiting since: it needs a thread.
+    running: AtomicBool,
+    /// Its guest is in a host call: a synchronous one holds the instance until it returns.
+    in_host_call: AtomicBool,
+    /// Instantiated, and its guest takes calls (no backpressure).
+    ready: AtomicBool,
+    /// Out of the pool: it gets no more requests.
+    closed: AtomicBool,
+}
+
+/// One instance, ready to serve.
+struct Live {
+    store: Store<InstanceState>,
+    proxy: Proxy,
+    spans: RequestSpans,
+    idle_timeout: Duration,
+    request_timeout: Duration,
+    slot: Slot,
 }
 
 /// No instance slot became free within the queue timeout.
@@ -76,9 +129,14 @@ impl ReusedInstances {
             request_timeout: runtime.limits.request_timeout,
             reuse: runtime.limits.reuse,
         };
-        Ok(ReusedInstances {
-            handler: ProxyHandler::new(instances),
-        })
+        let threads = tokio::runtime::Handle::try_current()
+            .map(|runtime| runtime.metrics().num_workers())
+            .unwrap_or(1);
+        Ok(ReusedInstances(Arc::new(Pool {
+            instances,
+            open: Mutex::default(),
+            threads,
+        })))
     }
 
     pub async fn handle(
@@ -86,25 +144,27 @@ impl ReusedInstances {
         request: hyper::Request<http_body_util::Full<Bytes>>,
         deadline: Instant,
     ) -> Result<hyper::Response<ResponseBody>, Failure> {
-        let instances = self.handler.state();
+        let instances = &self.0.instances;
         tracing::Span::current().record("spin.component_id", instances.context.id.as_str());
-        let request = request.map(|body| body.map_err(|never| match never {}).boxed_unsync());
-        let request_span = tracing::Span::current();
-        let handled = tokio::time::timeout_at(
-            deadline.into(),
-            self.handler.handle((deadline, request_span), request),
-        );
-        let error = match handled.await {
-            Ok(Ok(response)) => return Ok(response.map(ResponseBody::from_host)),
-            Ok(Err(error)) => error,
+        let (answer, answered) = oneshot::channel();
+        self.0.dispatch(Job {
+            deadline,
+            span: tracing::Span::current(),
+            request: request.map(|body| body.map_err(|never| match never {}).boxed_unsync()),
+            answer,
+        });
+        let error = match tokio::time::timeout_at(deadline.into(), answered).await {
+            Ok(Ok(Ok(response))) => return Ok(response.map(ResponseBody::from_host)),
+            Ok(Ok(Err(error))) => error,
+            Ok(Err(oneshot::Canceled)) => {
+                wasmtime::format_err!("the instance failed before this request had its answer")
+            }
             Err(_elapsed) => {
                 instances.observer.guest_failed(&Failure::Timeout);
                 return Err(Failure::Timeout);
             }
         };
-        if let Some(instantiation) = error.downcast_ref::<InstantiationError<Instant>>()
-            && instantiation.error.downcast_ref::<NoFreeSlot>().is_some()
-        {
+        if error.downcast_ref::<NoFreeSlot>().is_some() {
             return Err(Failure::Overloaded);
         }
         let timed_out = error.downcast_ref::<ExpirationError>().is_some()
@@ -120,12 +180,127 @@ impl ReusedInstances {
     }
 }
 
-impl HandlerState for Instances {
-    type StoreData = InstanceState;
-    type WorkerExpiration = Expiration;
-    type WorkerState = Worker;
+impl Pool {
+    fn open(&self) -> MutexGuard<'_, Vec<Arc<Seat>>> {
+        lock(&self.open)
+    }
 
-    async fn instantiate(&self) -> wasmtime::Result<Instance<InstanceState, Expiration, Worker>> {
+    /// Gives `job` to an open instance that can take it now ([`Pool::choose`]), else to a
+    /// new one.
+    fn dispatch(self: &Arc<Self>, mut job: Job) {
+        let mut open = self.open();
+        while let Some(index) = self.choose(&open) {
+            let seat = &open[index];
+            seat.unanswered.fetch_add(1, Relaxed);
+            seat.running.store(true, Relaxed);
+            let given = seat.given.fetch_add(1, Relaxed) + 1;
+            match seat.jobs.send(job) {
+                Ok(()) if given < seat.max_requests => return,
+                Ok(()) => {
+                    open.remove(index).closed.store(true, Relaxed);
+                    return;
+                }
+                // Its task ended without closing it (a panic): try another.
+                Err(mpsc::error::SendError(returned)) => {
+                    job = returned;
+                    open.remove(index).closed.store(true, Relaxed);
+                }
+            }
+        }
+        drop(open);
+        tokio::spawn(self.clone().run_instance(job));
+    }
+
+    /// While a worker thread has no instance to run, the least busy instance that is only
+    /// waiting (for I/O, a timer) takes the request, else a new one: a request that needs a
+    /// thread gets one, and waiting requests are spread out, as a synchronous host call of
+    /// one would hold up the others in its instance. Once every thread has an instance to
+    /// run, the request queues behind the least busy running instance, which then takes it
+    /// without going to sleep and being woken in between. Among equals, the oldest: the
+    /// others are left to expire.
+    fn choose(&self, open: &[Arc<Seat>]) -> Option<usize> {
+        let least_busy = |running: bool| {
+            open.iter()
+                .enumerate()
+                .filter(|(_, seat)| seat.running() == running && seat.can_take_one())
+                .min_by_key(|(_, seat)| seat.unanswered())
+                .map(|(index, _)| index)
+        };
+        let running = open.iter().filter(|seat| seat.running()).count();
+        if running < self.threads {
+            least_busy(false)
+        } else {
+            least_busy(true).or_else(|| least_busy(false))
+        }
+    }
+
+    /// Takes `seat` out of the pool, if it is still there.
+    fn close(&self, seat: &Arc<Seat>) {
+        let mut open = self.open();
+        if !seat.closed.swap(true, Relaxed) {
+            open.retain(|other| !Arc::ptr_eq(other, seat));
+        }
+    }
+
+    /// A new instance's life: made for `first`, open to more requests until it is dropped.
+    /// Requests it was given but never began go to other instances.
+    async fn run_instance(self: Arc<Self>, first: Job) {
+        let (jobs, mut received) = mpsc::unbounded_channel();
+        let reuse = &self.instances.reuse;
+        let seat = Arc::new(Seat {
+            jobs,
+            max_requests: reuse.max_requests.pick(),
+            max_concurrent_requests: reuse.max_concurrent_requests.pick(),
+            given: AtomicUsize::new(1),
+            unanswered: AtomicUsize::new(1),
+            running: AtomicBool::new(true),
+            in_host_call: AtomicBool::new(false),
+            ready: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+        });
+        if seat.max_requests > 1 {
+            self.open().push(seat.clone());
+        } else {
+            seat.closed.store(true, Relaxed);
+        }
+        match self.instances.instantiate(&seat).await {
+            Ok(live) => {
+                if let Err(error) = live.serve(&self, &seat, first, &mut received).await {
+                    tracing::debug!("dropping a failed instance: {error:#}");
+                }
+            }
+            Err(error) => _ = first.answer.send(Err(error)),
+        }
+        self.close(&seat);
+        received.close();
+        while let Ok(job) = received.try_recv() {
+            if !job.answer.is_canceled() {
+                self.dispatch(job);
+            }
+        }
+    }
+}
+
+impl Seat {
+    fn unanswered(&self) -> usize {
+        self.unanswered.load(Relaxed)
+    }
+
+    fn running(&self) -> bool {
+        self.running.load(Relaxed)
+    }
+
+    /// Under its concurrent count, and neither held in a host call nor pushed back by its
+    /// guest.
+    fn can_take_one(&self) -> bool {
+        self.unanswered() < self.max_concurrent_requests
+            && !self.in_host_call.load(Relaxed)
+            && self.ready.load(Relaxed)
+    }
+}
+
+impl Instances {
+    async fn instantiate(&self, seat: &Arc<Seat>) -> wasmtime::Result<Live> {
         let slot = self
             .slots
             .take(Instant::now() + self.slots.queue_timeout)
@@ -133,111 +308,251 @@ impl HandlerState for Instances {
             .map_err(|_| wasmtime::Error::new(NoFreeSlot))?;
         let state = InstanceState::new(&self.context, self.stores.clone(), self.observer.clone());
         let mut store = Store::new(&self.engine, state);
-        // Hand the thread back every tick: the worker then checks the instance's expiry,
-        // which ends a request stuck in a loop.
+        // Hand the thread back every tick: the instance's task then checks its expiry, which
+        // ends a request stuck in a loop.
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
-        let request_spans = RequestSpans::default();
+        let spans = RequestSpans::default();
         // The host's spans are on only with traces (traces::Traces::layer).
-        if tracing::span_enabled!(tracing::Level::INFO) {
-            request_spans.trace_host_calls(&mut store);
-        }
+        let traced = tracing::span_enabled!(tracing::Level::INFO).then(|| spans.clone());
+        watch_host_calls(&mut store, seat.clone(), traced);
         let service = self.pre.instantiate_async(&mut store).await?;
         self.observer.instantiated();
-        Ok(Instance {
+        Ok(Live {
             store,
             proxy: Proxy::P3(service),
-            view: InstanceState::http,
-            expiration: Expiration {
-                idle_timeout: self.reuse.idle_timeout.pick(),
-                request_timeout: self.request_timeout,
-                sleep: Box::pin(tokio::time::sleep(Duration::MAX)),
-            },
-            state: Worker {
-                max_requests: self.reuse.max_requests.pick(),
-                max_concurrent_requests: self.reuse.max_concurrent_requests.pick(),
-                request_spans,
-                _slot: slot,
-            },
+            spans,
+            idle_timeout: self.reuse.idle_timeout.pick(),
+            request_timeout: self.request_timeout,
+            slot,
         })
     }
 }
 
-/// One instance's limits, its requests' spans, and the slot it holds until it is dropped.
-struct Worker {
-    max_requests: usize,
-    max_concurrent_requests: usize,
-    request_spans: RequestSpans,
-    _slot: Slot,
+/// Where an instance is, and since when, for its expiry.
+#[derive(Clone, Copy)]
+enum Phase {
+    /// No requests, nothing left to finish.
+    Idle(Instant),
+    /// Answering requests; the latest deadline among them.
+    Requests(Instant),
+    /// Every request has its answer; the guest is finishing work it began for them.
+    PostReturn(Instant),
 }
 
-impl WorkerState for Worker {
-    type StoreData = InstanceState;
-    /// The request's deadline and span.
-    type RequestData = (Instant, tracing::Span);
+impl Live {
+    /// Serves `first` and whatever else `seat` is given, until the instance expires, fails
+    /// or has served its share.
+    ///
+    /// A guest stuck in a loop, or in a synchronous host call, holds the store, and the
+    /// event loop inside `run_concurrent` stops with it; so the instance's expiry is watched
+    /// from outside that loop, by the phase the loop last recorded.
+    async fn serve(
+        self,
+        pool: &Pool,
+        seat: &Arc<Seat>,
+        first: Job,
+        received: &mut mpsc::UnboundedReceiver<Job>,
+    ) -> wasmtime::Result<()> {
+        let Live {
+            mut store,
+            proxy,
+            spans,
+            idle_timeout,
+            request_timeout,
+            slot,
+        } = self;
+        let Proxy::P3(service) = &proxy else {
+            unreachable!("a reused instance serves wasi:http@0.3")
+        };
+        let handler = *service.wasi_http_handler().func_handle().func();
+        let phase = Mutex::new(Phase::Requests(first.deadline));
+        let set_phase = |next: Phase| *lock(&phase) = next;
 
-    fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
-        if total >= self.max_requests {
-            ShouldAccept::Never
-        } else if concurrent >= self.max_concurrent_requests {
-            ShouldAccept::No
-        } else {
-            ShouldAccept::Yes
-        }
-    }
+        let serving = async |accessor: &Accessor<InstanceState>| {
+            let mut requests = FuturesUnordered::new();
+            let mut deadlines = Deadlines::default();
+            let begin =
+                |job: Job, requests: &mut FuturesUnordered<_>, deadlines: &mut Deadlines| {
+                    let Job {
+                        deadline,
+                        span,
+                        request,
+                        answer,
+                    } = job;
+                    let prepared = accessor.with(|mut store| {
+                        let prepared = Prepared::new(
+                            store.as_context_mut(),
+                            &proxy,
+                            request,
+                            InstanceState::http,
+                            answer,
+                        )?;
+                        let registered = spans.register(task_of(&prepared), span);
+                        Ok::<_, wasmtime::Error>((prepared, registered))
+                    });
+                    deadlines.add(deadline);
+                    set_phase(Phase::Requests(deadlines.latest().unwrap_or(deadline)));
+                    requests.push(async move {
+                        let (prepared, registered) = prepared?;
+                        let expiry = async move {
+                            let _registered = registered;
+                            tokio::time::sleep_until(deadline.into()).await
+                        };
+                        let answered = prepared.run(accessor, expiry).await?;
+                        Ok::<_, wasmtime::Error>((answered, deadline))
+                    });
+                };
+            begin(first, &mut requests, &mut deadlines);
+            future::poll_fn(|cx| {
+                loop {
+                    // Answers first: an expired request closes the instance to new ones.
+                    match requests.poll_next_unpin(cx) {
+                        Poll::Ready(Some(Ok((answered, deadline)))) => {
+                            deadlines.remove(deadline);
+                            seat.unanswered.fetch_sub(1, Relaxed);
+                            set_phase(match deadlines.latest() {
+                                Some(latest) => Phase::Requests(latest),
+                                None => Phase::PostReturn(Instant::now()),
+                            });
+                            if !answered {
+                                pool.close(seat);
+                            }
+                        }
+                        Poll::Ready(Some(Err(error))) => break Poll::Ready(Err(error)),
+                        Poll::Ready(None) | Poll::Pending => {}
+                    }
+                    let ready = accessor
+                        .poll_ready_for_concurrent_call(handler, cx)
+                        .is_ready();
+                    seat.ready.store(ready, Relaxed);
+                    if ready && let Poll::Ready(Some(job)) = received.poll_recv(cx) {
+                        begin(job, &mut requests, &mut deadlines);
+                        continue;
+                    }
+                    if !requests.is_empty() || accessor.poll_no_interesting_tasks(cx).is_pending() {
+                        break Poll::Pending;
+                    }
+                    if seat.closed.load(Relaxed) {
+                        break Poll::Ready(Ok(()));
+                    }
+                    if !matches!(*lock(&phase), Phase::Idle(_)) {
+                        set_phase(Phase::Idle(Instant::now()));
+                    }
+                    break Poll::Pending;
+                }
+            })
+            .await
+        };
 
-    /// The returned deadline is dropped once the request has its answer, and the request's
-    /// span with it.
-    fn on_request_start(
-        &self,
-        _: StoreContextMut<'_, InstanceState>,
-        (deadline, span): (Instant, tracing::Span),
-        task: GuestTaskId,
-    ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
-        let registered = self.request_spans.register(task, span);
-        Box::pin(async move {
-            let _registered = registered;
-            tokio::time::sleep_until(deadline.into()).await
-        })
-    }
-
-    fn drop(&self, store: Store<InstanceState>, result: wasmtime::Result<()>) {
-        // The requests in the instance have had their answer (or error) already.
-        if let Err(error) = result {
-            tracing::debug!("dropping a failed instance: {error:#}");
-        }
+        let served = {
+            let mut serving = pin!(store.run_concurrent(serving));
+            let mut expiry = pin!(tokio::time::sleep(Duration::MAX));
+            future::poll_fn(|cx| {
+                let poll = serving.as_mut().poll(cx);
+                if poll.is_ready() {
+                    return poll.map(|result| result.and_then(|served| served));
+                }
+                // Whatever it began is now waiting (or holds the store, which `in_host_call`
+                // tells).
+                seat.running.store(false, Relaxed);
+                let (at, idle) = match *lock(&phase) {
+                    Phase::Idle(since) => (since.checked_add(idle_timeout), true),
+                    Phase::Requests(latest_deadline) => (Some(latest_deadline), false),
+                    Phase::PostReturn(since) => (since.checked_add(request_timeout), false),
+                };
+                let Some(at) = at.map(tokio::time::Instant::from) else {
+                    return Poll::Pending;
+                };
+                if expiry.deadline() != at {
+                    expiry.as_mut().reset(at);
+                }
+                match expiry.as_mut().poll(cx) {
+                    Poll::Ready(()) if idle => Poll::Ready(Ok(())),
+                    Poll::Ready(()) => Poll::Ready(Err(wasmtime::format_err!("guest timed out"))),
+                    Poll::Pending => Poll::Pending,
+                }
+            })
+            .await
+        };
+        // The slot is free once the instance's memory is.
         drop(store);
+        drop(slot);
+        served
     }
 }
 
-/// When an instance is dropped: idle for its idle timeout, or still busy a request timeout
-/// after its latest request began (a guest stuck in a loop, which no other timer can stop).
-struct Expiration {
-    idle_timeout: Duration,
-    request_timeout: Duration,
-    sleep: Pin<Box<tokio::time::Sleep>>,
+/// The lock of data that a panic cannot leave half-changed.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-impl WorkerExpiration for Expiration {
-    fn poll(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        status: WorkerStatus,
-        start: Instant,
-    ) -> Poll<()> {
-        let timeout = match status {
-            WorkerStatus::Idle => self.idle_timeout,
-            WorkerStatus::Requests | WorkerStatus::PostReturn => self.request_timeout,
-        };
-        let Some(expiry) = start.checked_add(timeout) else {
-            return Poll::Pending;
-        };
-        let expiry = tokio::time::Instant::from(expiry);
-        if self.sleep.deadline() != expiry {
-            self.sleep.as_mut().reset(expiry);
+/// The guest task that serves a prepared request (`Prepared::task` is private).
+fn task_of(prepared: &Prepared<'_, InstanceState>) -> GuestTaskId {
+    match prepared {
+        Prepared::P3 { call, .. } => call.task(),
+        Prepared::P2 { call, .. } => call.task(),
+    }
+}
+
+/// The deadlines of the requests an instance is answering (several may share one).
+#[derive(Default)]
+struct Deadlines(BTreeMap<Instant, usize>);
+
+impl Deadlines {
+    fn add(&mut self, deadline: Instant) {
+        *self.0.entry(deadline).or_default() += 1;
+    }
+
+    fn remove(&mut self, deadline: Instant) {
+        if let Some(count) = self.0.get_mut(&deadline) {
+            *count -= 1;
+            if *count == 0 {
+                self.0.remove(&deadline);
+            }
         }
-        self.sleep.as_mut().poll(cx)
     }
+
+    fn latest(&self) -> Option<Instant> {
+        self.0.last_key_value().map(|(deadline, _)| *deadline)
+    }
+}
+
+/// Keeps `seat` told whether the guest is in a host call and, with traces on, tells the
+/// capabilities which request's span each host call belongs to: that of the task at the
+/// root of the guest's async call stack. (A call that goes on after returning to the guest,
+/// a concurrent one, took its span when it began.) Only the call's own hold on the span is
+/// kept, so the request's span closes when the request is done.
+fn watch_host_calls(
+    store: &mut Store<InstanceState>,
+    seat: Arc<Seat>,
+    traced: Option<RequestSpans>,
+) {
+    store.call_hook(move |mut store, hook| {
+        let span = match hook {
+            CallHook::CallingHost => {
+                seat.in_host_call.store(true, Relaxed);
+                traced.as_ref().and_then(|spans| {
+                    store
+                        .async_call_stack()
+                        .ok()
+                        .and_then(Iterator::last)
+                        .and_then(|task| spans.lock().get(&task).cloned())
+                })
+            }
+            CallHook::ReturningFromHost => {
+                seat.in_host_call.store(false, Relaxed);
+                None
+            }
+            CallHook::CallingWasm | CallHook::ReturningFromWasm => return Ok(()),
+        };
+        if traced.is_some() {
+            store.data_mut().set_request_span(span);
+        }
+        Ok(())
+    });
 }
 
 /// The spans of the requests running in one instance, by the guest task that serves each.
@@ -262,10 +577,8 @@ impl Drop for Registered {
 }
 
 impl RequestSpans {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<GuestTaskId, tracing::Span>> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock(&self) -> MutexGuard<'_, HashMap<GuestTaskId, tracing::Span>> {
+        lock(&self.0)
     }
 
     /// Nothing to register when traces are off (the span is disabled).
@@ -280,27 +593,5 @@ impl RequestSpans {
             task,
             span: id,
         })
-    }
-
-    /// For the length of each host call, tells the capabilities the span of the request it
-    /// is made for: that of the task at the root of the guest's async call stack. (A call
-    /// that goes on after returning to the guest, a concurrent one, took its span when it
-    /// began.) Only the call's own hold on the span is kept, so the request's span closes
-    /// when the request is done.
-    fn trace_host_calls(&self, store: &mut Store<InstanceState>) {
-        let spans = self.clone();
-        store.call_hook(move |mut store, hook| {
-            let span = match hook {
-                CallHook::CallingHost => store
-                    .async_call_stack()
-                    .ok()
-                    .and_then(Iterator::last)
-                    .and_then(|task| spans.lock().get(&task).cloned()),
-                CallHook::ReturningFromHost => None,
-                CallHook::CallingWasm | CallHook::ReturningFromWasm => return Ok(()),
-            };
-            store.data_mut().set_request_span(span);
-            Ok(())
-        });
     }
 }

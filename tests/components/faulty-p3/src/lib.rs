@@ -36,6 +36,13 @@ async fn handle(request: Request) -> impl IntoResponse {
             spin_sdk::time::sleep(Duration::from_millis(millis)).await;
             text(200, format!("{instance:x} {count}"))
         }
+        // Waits, then blocks: a synchronous host call (WASI 0.2's `poll`, under Rust's
+        // `thread::sleep`) holds the whole instance until it returns.
+        "/block" => {
+            spin_sdk::time::sleep(Duration::from_millis(1)).await;
+            std::thread::sleep(Duration::from_millis(param("ms").parse().unwrap_or(100)));
+            text(200, format!("{instance:x} {count}"))
+        }
         "/trap" => panic!("trapping on purpose"),
         "/out-of-bounds" => text(200, read_past_memory().to_string()),
         "/loop" => {
