@@ -84,7 +84,9 @@ struct Seat {
     running: AtomicBool,
     /// Its guest is in a host call: a synchronous one holds the instance until it returns.
     in_host_call: AtomicBool,
-    /// Instantiated, and its guest takes calls (no backpressure).
+    /// Its guest takes calls (no backpressure). True while it is being instantiated: once
+    /// every thread has an instance, a request queues behind one still starting rather than
+    /// starting yet another.
     ready: AtomicBool,
     /// Out of the pool: it gets no more requests.
     closed: AtomicBool,
@@ -255,7 +257,7 @@ impl Pool {
             unanswered: AtomicUsize::new(1),
             running: AtomicBool::new(true),
             in_host_call: AtomicBool::new(false),
-            ready: AtomicBool::new(false),
+            ready: AtomicBool::new(true),
             closed: AtomicBool::new(false),
         });
         if seat.max_requests > 1 {
