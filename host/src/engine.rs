@@ -46,7 +46,11 @@ pub fn build_engine(limits: &EngineLimits, workload: Workload) -> Result<Engine>
             .async_stack_keep_resident(256 * 1024)
             // Only without PAGEMAP_SCAN: amortise the TLB shootdowns of `madvise`.
             .decommit_batch_size(128);
-        if pagemap_scan {
+        if workload.instances_reused {
+            // A slot is reset once per instance, not per request: its memory goes back to
+            // the kernel whole, and slots left idle between instances hold none of it.
+            pool.linear_memory_keep_resident(0);
+        } else if pagemap_scan {
             // Reset a slot by copying back only the pages the last request dirtied, found
             // with the PAGEMAP_SCAN ioctl (Linux 6.7+), up to 1 MiB per memory. They stay
             // resident: the next request takes no page faults, and no `madvise` (with its
