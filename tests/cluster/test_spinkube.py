@@ -95,7 +95,7 @@ def test_a_spinapp_rollout_under_load_fails_no_request(dev, cluster):
         clients.join()
     assert rolled_out < 35, f"the rollout took {rolled_out:.0f} s"
     answered, failed = outcome["counts"]
-    assert answered > 100 and failed == 0, outcome
+    assert answered > 100 and failed == [], outcome
     restarts = cluster.kubectl("-n", NAMESPACE, "get", "pod", "-l", APP_SELECTOR, "-o",
                                "jsonpath={.items[*].status.containerStatuses[*].restartCount}").stdout.split()  # fmt: skip
     assert set(restarts) == {"0"}, f"no pod restarted (OOM-killed or crashed): {restarts}"
