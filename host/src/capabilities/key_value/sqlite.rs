@@ -197,7 +197,7 @@ impl SqliteDb {
         let pooled = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let conn = match pooled {
             Some(conn) => conn,
-            None => connect(&self.open_uri, Duration::ZERO).map_err(backend_error)?,
+            None => connect_reader(&self.open_uri).map_err(backend_error)?,
         };
         let result = read(&conn);
         self.readers
@@ -238,6 +238,19 @@ fn connect(uri: &str, busy_timeout: Duration) -> rusqlite::Result<Connection> {
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(uri, flags)?;
     conn.busy_timeout(busy_timeout)?;
+    Ok(conn)
+}
+
+/// A reader connection, which waits for no lock unless told to. In an in-memory database
+/// (shared cache) a connection reading a table would take a lock on it, failing at once
+/// (`SQLITE_LOCKED`, which no busy timeout waits out) whenever the writer holds the table, and
+/// failing the writer while it reads; reading uncommitted takes no such lock (it applies only
+/// to shared-cache connections, so file databases read as before). A read may then see a
+/// batch before its commit, which for a database in memory only an out-of-memory error would
+/// roll back.
+fn connect_reader(uri: &str) -> rusqlite::Result<Connection> {
+    let conn = connect(uri, Duration::ZERO)?;
+    conn.pragma_update(None, "read_uncommitted", true)?;
     Ok(conn)
 }
 
@@ -461,6 +474,35 @@ mod tests {
         assert_eq!(db.get("s", "k".into()).await.unwrap(), Some(b"v".to_vec()));
         let other = Arc::new(SqliteDb::open_in_memory("test-other").unwrap());
         assert_eq!(other.get("s", "k".into()).await.unwrap(), None);
+    }
+
+    /// In a shared-cache in-memory database a table is locked per connection, and a locked
+    /// table fails at once (`SQLITE_LOCKED`), whatever the busy timeout: reads and writes at
+    /// the same time must still all succeed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn in_memory_reads_and_writes_at_once_all_succeed() {
+        let db = Arc::new(SqliteDb::open_in_memory("test-concurrent").unwrap());
+        let tasks: Vec<_> = (0..2000)
+            .map(|i| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    let key = format!("k{}", i % 20);
+                    match i % 4 {
+                        0 => db.set("s", key, Some(vec![1; 64])).await.map(drop),
+                        1 => db.get("s", key).await.map(drop),
+                        2 => db.exists("s", key).await.map(drop),
+                        _ => db.get_keys("s", usize::MAX).await.map(drop),
+                    }
+                })
+            })
+            .collect();
+        let mut failed = Vec::new();
+        for task in tasks {
+            if let Err(error) = task.await.unwrap() {
+                failed.push(format!("{error:?}"));
+            }
+        }
+        assert_eq!(failed, Vec::<String>::new());
     }
 
     /// An uncontended point read runs on the calling thread without handing the async worker
