@@ -184,9 +184,19 @@ fn probes_mirror_upload_and_errors() {
         (missing.status, error_code(&missing).as_str()),
         (404, "not_found")
     );
+    // HEAD: GET's status and head, and no body.
+    for path in ["/", "/api/mirror?word=aB", "/nope"] {
+        let (full, head_only) = (get(&host.url(path)), head(&host.url(path)));
+        assert_eq!(head_only.status, full.status, "{path}");
+        for name in ["content-type", "content-length"] {
+            assert_eq!(head_only.header(name), full.header(name), "{path} {name}");
+        }
+        assert_eq!(head_only.body, "", "{path}");
+    }
+
     let wrong_method = delete(&host.url("/api/health"));
     assert_eq!(wrong_method.status, 405);
-    assert_eq!(wrong_method.header("allow"), Some("GET"));
+    assert_eq!(wrong_method.header("allow"), Some("GET, HEAD"));
 }
 
 #[test]

@@ -67,8 +67,14 @@ impl Call<'_> {
 }
 
 /// Runs the route matching the request's path and method. A path that no route matches is
-/// 404; a path some route matches with other methods only is 405 with `Allow`.
+/// 404; a path some route matches with other methods only is 405 with `Allow`. `HEAD` runs
+/// the path's `GET` route: the HTTP server sends only the head of its answer (RFC 9110,
+/// 9.3.2), as hyper does for Spin and greeter-host.
 pub async fn dispatch(routes: &[Route], request: &Request, platform: Platform<'_>) -> Response {
+    let method = match request.method() {
+        "HEAD" => "GET",
+        other => other,
+    };
     let mut allowed = Vec::new();
     for route in routes {
         let Some(path_params) = match_template(&(route.path)(), request.path()) else {
@@ -77,7 +83,7 @@ pub async fn dispatch(routes: &[Route], request: &Request, platform: Platform<'_
         let methods = (route.methods)();
         if methods
             .iter()
-            .any(|method| method_name(method) == request.method())
+            .any(|route_method| method_name(route_method) == method)
         {
             let call = Call {
                 request,
@@ -93,6 +99,9 @@ pub async fn dispatch(routes: &[Route], request: &Request, platform: Platform<'_
     if allowed.is_empty() {
         let message = format!("No route matches the path {}.", request.path());
         return ApiError::new(ErrorCode::NotFound, message).into_response();
+    }
+    if allowed.contains(&"GET") {
+        allowed.push("HEAD");
     }
     allowed.sort_unstable();
     allowed.dedup();

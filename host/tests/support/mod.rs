@@ -324,6 +324,10 @@ pub fn get(url: &str) -> Reply {
     reply(url, agent().get(url).call())
 }
 
+pub fn head(url: &str) -> Reply {
+    reply(url, agent().head(url).call())
+}
+
 pub fn delete(url: &str) -> Reply {
     reply(url, agent().delete(url).call())
 }

@@ -80,17 +80,17 @@ mod tests {
     fn known_paths_with_other_methods_are_405_with_allow() {
         let app = TestApp::new();
         for (method, path, allow) in [
-            ("POST", "/", "GET"),
-            ("DELETE", "/api/greetings", "GET, POST"),
+            ("POST", "/", "GET, HEAD"),
+            ("DELETE", "/api/greetings", "GET, HEAD, POST"),
             (
                 "PATCH",
                 "/api/greetings/01HF7YAT000000000000000001",
-                "DELETE, GET, PUT",
+                "DELETE, GET, HEAD, PUT",
             ),
             ("GET", "/api/upload-random", "POST"),
-            ("POST", "/api/uploads", "GET"),
-            ("HEAD", "/api/health", "GET"),
-            ("get", "/api/health", "GET"),
+            ("HEAD", "/api/upload-random", "POST"),
+            ("POST", "/api/uploads", "GET, HEAD"),
+            ("get", "/api/health", "GET, HEAD"),
         ] {
             let response = app.send(Request::new(method, path));
             assert_eq!(
@@ -103,8 +103,29 @@ mod tests {
         let response = app.send(Request::new("PUT", "/api/health"));
         assert_eq!(
             body_text(&response),
-            r#"{"error":{"code":"method_not_allowed","message":"PUT is not allowed on /api/health; use GET."}}"#
+            r#"{"error":{"code":"method_not_allowed","message":"PUT is not allowed on /api/health; use GET, HEAD."}}"#
         );
+    }
+
+    /// `HEAD` answers what `GET` does; the server leaves the body out.
+    #[test]
+    fn head_runs_the_get_route() {
+        let app = TestApp::new();
+        for path in [
+            "/",
+            "/api/health",
+            "/api/mirror?word=aB",
+            "/api/greetings/nope",
+            "/nope",
+        ] {
+            let get = app.get(path);
+            let head = app.send(Request::new("HEAD", path));
+            assert_eq!(
+                (head.status, head.headers, head.body),
+                (get.status, get.headers, get.body),
+                "{path}"
+            );
+        }
     }
 
     /// Odd methods, paths, queries and bodies: every answer has a content type, and errors
