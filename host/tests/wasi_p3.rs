@@ -202,6 +202,34 @@ fn an_oversize_body_is_refused_before_any_instance_sees_it() {
     assert_eq!(instance(&get(&host.url("/instance"))).1, 1);
 }
 
+/// The host holds a 0.3 response's head until its body has ended, for one write (see
+/// `held_head`), but only briefly: a body that streams has its first bytes sent as they come.
+#[test]
+fn a_streamed_body_leaves_as_it_comes() {
+    use std::io::{BufRead, BufReader, Read};
+    let state = tempfile::tempdir().unwrap();
+    let host = faulty_p3_host(state.path()).start();
+    let streamed_for = Duration::from_secs(3);
+    let started = Instant::now();
+    let mut streamed = ureq::get(host.url(&format!("/stream?ms={}", streamed_for.as_millis())))
+        .call()
+        .unwrap();
+    assert_eq!(streamed.headers()["transfer-encoding"], "chunked");
+    let mut body = BufReader::new(streamed.body_mut().as_reader());
+    let mut first = String::new();
+    body.read_line(&mut first).unwrap();
+    assert_eq!(first, "first\n");
+    assert!(
+        started.elapsed() < streamed_for / 2,
+        "the first bytes came only after {:?}",
+        started.elapsed()
+    );
+    let mut rest = String::new();
+    body.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "second\n");
+    assert!(started.elapsed() >= streamed_for);
+}
+
 #[test]
 fn the_3_0_0_interfaces_answer_as_their_2_0_0_twins() {
     let state = tempfile::tempdir().unwrap();

@@ -7,6 +7,7 @@
 //! The store state holds one field per host capability; the linker reaches each through a
 //! projection (`link`).
 
+mod held_head;
 mod p2;
 mod p3;
 mod reuse;

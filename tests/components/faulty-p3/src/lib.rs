@@ -7,7 +7,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use spin_sdk::http::{EmptyBody, IntoResponse, Request, Response};
+use futures::SinkExt;
+use spin_sdk::http::{BoxBody, EmptyBody, IntoResponse, Request, Response, box_body};
 use spin_sdk::http_service;
 use spin_sdk::wasip3::random::random::get_random_u64;
 
@@ -42,6 +43,17 @@ async fn handle(request: Request) -> impl IntoResponse {
             spin_sdk::time::sleep(Duration::from_millis(1)).await;
             std::thread::sleep(Duration::from_millis(param("ms").parse().unwrap_or(100)));
             text(200, format!("{instance:x} {count}"))
+        }
+        // `first`, then `second` once `ms` have passed: a body that streams.
+        "/stream" => {
+            let millis = param("ms").parse().unwrap_or(100);
+            let (mut sender, body) = spin_sdk::http::body::stream::<&'static str>();
+            spin_sdk::wasip3::spawn(async move {
+                _ = sender.send("first\n").await;
+                spin_sdk::time::sleep(Duration::from_millis(millis)).await;
+                _ = sender.send("second\n").await;
+            });
+            with_body(200, box_body(body))
         }
         "/trap" => panic!("trapping on purpose"),
         "/out-of-bounds" => text(200, read_past_memory().to_string()),
@@ -105,7 +117,11 @@ fn read_past_memory() -> u8 {
     unsafe { std::ptr::read_volatile(end as *const u8) }
 }
 
-fn text(status: u16, body: String) -> Response<String> {
+fn text(status: u16, body: String) -> Response<BoxBody> {
+    with_body(status, box_body(body))
+}
+
+fn with_body(status: u16, body: BoxBody) -> Response<BoxBody> {
     Response::builder()
         .status(status)
         .header("content-type", "text/plain")
