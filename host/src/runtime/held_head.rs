@@ -1,9 +1,12 @@
-//! A `wasi:http@0.3` guest hands its response's head back before it writes the body, so hyper
-//! would send the head on its own and the body after it: two writes for a response that fits
-//! in one. As Go's net/http buffers a handler's first bytes, the head is
-//! held until the body has ended, [`HELD_BODY_LIMIT`] bytes of it have come, or [`HEAD_HOLD`]
-//! has passed. A body that ended goes out with its head in one write, with a
-//! `content-length`; any other streams as before, its first bytes with the head.
+//! A guest hands its response's head back before it writes the body (a `wasi:http@0.2` guest
+//! sets its `response-outparam` first, a 0.3 guest returns its response with the body's
+//! stream), so hyper would often send the head before the body has been written: a body of
+//! unknown length then goes out chunked, and whether head and body share a write comes down
+//! to how the two tasks meet on the worker threads. As Go's net/http buffers a handler's
+//! first bytes, the head is held until the body has ended, [`HELD_BODY_LIMIT`] bytes of it
+//! have come, or [`HEAD_HOLD`] has passed. A body that ended goes out with its head in one
+//! write, with a `content-length`; any other streams as before, its first bytes with the
+//! head.
 
 use http_body_util::{BodyExt, Full};
 use hyper::Response;
@@ -24,8 +27,12 @@ pub const HELD_BODY_LIMIT: usize = 64 * 1024;
 type HeldFrame = Result<Frame<Bytes>, wasmtime_wasi_http::Error>;
 
 /// Holds `response`'s head until its body ends, or for as long as the limits allow.
-pub async fn hold_head(response: Response<HyperOutgoingBody>) -> Response<HyperOutgoingBody> {
-    let (head, mut body) = response.into_parts();
+pub async fn hold_head<B>(response: Response<B>) -> Response<HyperOutgoingBody>
+where
+    B: Body<Data = Bytes, Error = wasmtime_wasi_http::Error> + Send + 'static,
+{
+    let (head, body) = response.into_parts();
+    let mut body = body.boxed_unsync();
     let until = tokio::time::Instant::now() + HEAD_HOLD;
     let mut held = VecDeque::new();
     let mut held_bytes = 0;

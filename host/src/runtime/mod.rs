@@ -292,18 +292,21 @@ impl Runtime {
     }
 
     /// Runs `request` in an instance of component `index`, to finish by `deadline`. The
-    /// response body may still be streaming from the guest when this returns; the deadline
-    /// covers that too.
+    /// response body may still be streaming from the guest when this returns ([`held_head`]);
+    /// the deadline covers that too.
     pub async fn handle(
         &self,
         index: usize,
         request: hyper::Request<http_body_util::Full<Bytes>>,
         deadline: Instant,
     ) -> Result<hyper::Response<ResponseBody>, Failure> {
-        match &self.components[index] {
-            Handler::P2(fresh) => fresh.handle(self, request, deadline).await,
-            Handler::P3(reused) => reused.handle(request, deadline).await,
-        }
+        let response = match &self.components[index] {
+            Handler::P2(fresh) => fresh.handle(self, request, deadline).await?,
+            Handler::P3(reused) => reused.handle(request, deadline).await?,
+        };
+        Ok(held_head::hold_head(response)
+            .await
+            .map(ResponseBody::from_host))
     }
 }
 

@@ -17,7 +17,7 @@
 
 use super::{
     ComponentContext, Failure, InstanceReuse, InstanceState, Observer, ResponseBody, Runtime, Slot,
-    Slots, held_head,
+    Slots,
 };
 use crate::capabilities::key_value::Stores;
 use anyhow::Result;
@@ -156,11 +156,7 @@ impl ReusedInstances {
             answer,
         });
         let error = match tokio::time::timeout_at(deadline.into(), answered).await {
-            Ok(Ok(Ok(response))) => {
-                return Ok(held_head::hold_head(response)
-                    .await
-                    .map(ResponseBody::from_host));
-            }
+            Ok(Ok(Ok(response))) => return Ok(response.map(ResponseBody::from_host)),
             Ok(Ok(Err(error))) => error,
             Ok(Err(oneshot::Canceled)) => {
                 wasmtime::format_err!("the instance failed before this request had its answer")
