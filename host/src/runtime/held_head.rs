@@ -29,10 +29,9 @@ type HeldFrame = Result<Frame<Bytes>, wasmtime_wasi_http::Error>;
 /// Holds `response`'s head until its body ends, or for as long as the limits allow.
 pub async fn hold_head<B>(response: Response<B>) -> Response<HyperOutgoingBody>
 where
-    B: Body<Data = Bytes, Error = wasmtime_wasi_http::Error> + Send + 'static,
+    B: Body<Data = Bytes, Error = wasmtime_wasi_http::Error> + Send + Unpin + 'static,
 {
-    let (head, body) = response.into_parts();
-    let mut body = body.boxed_unsync();
+    let (head, mut body) = response.into_parts();
     let until = tokio::time::Instant::now() + HEAD_HOLD;
     let mut held = VecDeque::new();
     let mut held_bytes = 0;
@@ -53,11 +52,7 @@ where
             }
         }
     }
-    let held = HeldBody {
-        held,
-        held_bytes,
-        rest: body,
-    };
+    let held = HeldBody { held, rest: body };
     Response::from_parts(head, held.boxed_unsync())
 }
 
@@ -77,24 +72,23 @@ fn whole(held: VecDeque<HeldFrame>) -> HyperOutgoingBody {
 }
 
 /// The frames read while the head was held, then the rest of the guest's body.
-struct HeldBody {
+struct HeldBody<B> {
     held: VecDeque<HeldFrame>,
-    held_bytes: usize,
-    rest: HyperOutgoingBody,
+    rest: B,
 }
 
-impl Body for HeldBody {
+impl<B> Body for HeldBody<B>
+where
+    B: Body<Data = Bytes, Error = wasmtime_wasi_http::Error> + Unpin,
+{
     type Data = Bytes;
     type Error = wasmtime_wasi_http::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<HeldFrame>> {
-        if let Some(frame) = self.held.pop_front() {
-            if let Ok(frame) = &frame {
-                self.held_bytes -= frame.data_ref().map_or(0, Bytes::len);
-            }
-            return Poll::Ready(Some(frame));
+        match self.held.pop_front() {
+            Some(frame) => Poll::Ready(Some(frame)),
+            None => Pin::new(&mut self.rest).poll_frame(cx),
         }
-        Pin::new(&mut self.rest).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -103,7 +97,9 @@ impl Body for HeldBody {
 
     fn size_hint(&self) -> SizeHint {
         let rest = self.rest.size_hint();
-        let held = self.held_bytes as u64;
+        let held: u64 = (self.held.iter())
+            .filter_map(|frame| Some(frame.as_ref().ok()?.data_ref()?.len() as u64))
+            .sum();
         let mut hint = SizeHint::new();
         hint.set_lower(rest.lower() + held);
         if let Some(upper) = rest.upper() {
