@@ -95,7 +95,7 @@ fn greetings_lifecycle_and_validation() {
     );
 
     let url = host.url("/api/greetings");
-    let cases: [(&[u8], &str, u16, &str); 5] = [
+    let cases: [(&[u8], &str, u16, &str); 6] = [
         (b"{not json", "application/json", 400, "invalid_json"),
         (
             br#"{"name":"Ada"}"#,
@@ -105,6 +105,12 @@ fn greetings_lifecycle_and_validation() {
         ),
         (
             br#"{"name":""}"#,
+            "application/json",
+            422,
+            "validation_failed",
+        ),
+        (
+            br#"{"name":" \t "}"#,
             "application/json",
             422,
             "validation_failed",

@@ -15,11 +15,11 @@ use utoipa::ToSchema;
 use crate::errors::{ApiError, ErrorCode};
 use crate::greeting_log;
 use crate::ids::GreetingId;
-use crate::limits::{MESSAGE_MAX_CHARS, NAME_CHARS};
+use crate::limits::MESSAGE_MAX_CHARS;
 use crate::pagination::PageRequest;
 use crate::platform::{KeyValue, Platform};
 use crate::timestamp::rfc3339_millis;
-use crate::validation::check_length;
+use crate::validation::{check_length, check_name};
 
 const KEY_PREFIX: &str = "greeting:";
 /// Present once every record written before the log has a position.
@@ -49,7 +49,8 @@ pub struct Greeting {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GreetingInput {
-    #[schema(min_length = 1, max_length = 64, example = "Ada")]
+    /// Not blank, and without control characters.
+    #[schema(min_length = 1, max_length = 64, pattern = r"\S", example = "Ada")]
     pub name: String,
     /// Defaults to `Hello, {name}!`.
     #[schema(max_length = 280, example = "Good morning, Ada!")]
@@ -81,9 +82,10 @@ pub fn default_message(name: &str) -> String {
 }
 
 impl GreetingInput {
-    /// The name and message to store: 422 when either has the wrong length.
+    /// The name and message to store: 422 when the name is not a name ([`check_name`]) or
+    /// the message is too long.
     fn into_valid(self) -> Result<(String, String), ApiError> {
-        check_length("name", &self.name, NAME_CHARS, ErrorCode::ValidationFailed)?;
+        check_name(&self.name, ErrorCode::ValidationFailed)?;
         let message = self.message.unwrap_or_else(|| default_message(&self.name));
         check_length(
             "message",

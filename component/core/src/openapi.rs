@@ -77,6 +77,9 @@ mod tests {
     use crate::router::method_name;
     use crate::routes::ROUTES;
 
+    /// What of `validation::check_name` a JSON Schema pattern can say: not blank.
+    const NAME_PATTERN: &str = r"\S";
+
     fn parsed() -> Value {
         serde_json::from_str(OPENAPI_JSON).expect("openapi.json is JSON")
     }
@@ -229,6 +232,7 @@ mod tests {
         let input = &document["components"]["schemas"]["GreetingInput"]["properties"];
         assert_eq!(input["name"]["minLength"], *NAME_CHARS.start());
         assert_eq!(input["name"]["maxLength"], *NAME_CHARS.end());
+        assert_eq!(input["name"]["pattern"], NAME_PATTERN);
         assert_eq!(input["message"]["maxLength"], MESSAGE_MAX_CHARS);
         let parameter = |path: &str, name: &str| {
             let item = &document["paths"][path];
@@ -245,6 +249,7 @@ mod tests {
             (&hello["minLength"], &hello["maxLength"]),
             (&(*NAME_CHARS.start()).into(), &(*NAME_CHARS.end()).into())
         );
+        assert_eq!(hello["pattern"], NAME_PATTERN);
         let word = parameter("/api/mirror", "word");
         assert_eq!(
             (&word["minLength"], &word["maxLength"]),

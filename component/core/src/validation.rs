@@ -1,4 +1,4 @@
-//! Checks shared by the routes: JSON request bodies and text lengths.
+//! Checks shared by the routes: JSON request bodies, text lengths and names.
 
 use std::ops::RangeInclusive;
 
@@ -7,7 +7,7 @@ use serde_json::error::Category;
 
 use crate::errors::{ApiError, ErrorCode};
 use crate::http::{JSON, Request};
-use crate::limits::BODY_MAX_BYTES;
+use crate::limits::{BODY_MAX_BYTES, NAME_CHARS};
 
 /// The request body as a `T`: 413 when too large, 415 unless `content-type` is JSON, 400 for
 /// malformed JSON, 422 for JSON that does not fit `T` (unknown field, wrong type, missing
@@ -74,11 +74,28 @@ pub fn check_length(
     Err(ApiError::new(code, message))
 }
 
+/// Fails with `code` unless `value` is a name: [`NAME_CHARS`] long, not blank, and without
+/// control characters (a name is shown in a line of text: a newline or escape in it would
+/// break that line or forge another).
+pub fn check_name(value: &str, code: ErrorCode) -> Result<(), ApiError> {
+    check_length("name", value, NAME_CHARS, code)?;
+    if value.chars().all(char::is_whitespace) {
+        return Err(ApiError::new(code, "name must not be blank."));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::new(
+            code,
+            "name must not contain control characters.",
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use serde::Deserialize;
 
-    use super::{check_length, json_body};
+    use super::{check_length, check_name, json_body};
     use crate::errors::ErrorCode;
     use crate::http::Request;
     use crate::limits::BODY_MAX_BYTES;
@@ -170,6 +187,34 @@ mod tests {
         assert_eq!(
             error.message,
             "message must be at most 3 characters long, not 4."
+        );
+    }
+
+    #[test]
+    fn names_are_neither_blank_nor_hold_control_characters() {
+        let check = |value: &str| {
+            check_name(value, ErrorCode::ValidationFailed).map_err(|error| error.message)
+        };
+        for name in ["Ada", " Ada ", "Jürgen M+N", "李", "a\u{200B}"] {
+            assert_eq!(check(name), Ok(()), "{name:?}");
+        }
+        for blank in [" ", "\t", "   ", "\u{3000}\u{A0}"] {
+            assert_eq!(
+                check(blank),
+                Err("name must not be blank.".into()),
+                "{blank:?}"
+            );
+        }
+        for controlled in ["Ada\n", "A\u{0}da", "\u{1B}[31mAda", "Ada\u{85}"] {
+            assert_eq!(
+                check(controlled),
+                Err("name must not contain control characters.".into()),
+                "{controlled:?}"
+            );
+        }
+        assert_eq!(
+            check(""),
+            Err("name must be 1 to 64 characters long, not 0.".into())
         );
     }
 }

@@ -209,6 +209,8 @@ mod tests {
             r#"{"name":42}"#,
             r#"{"name":"Ada","message":7}"#,
             r#"{"name":""}"#,
+            r#"{"name":"  "}"#,
+            r#"{"name":"Ada\nLovelace"}"#,
             r#"["Ada"]"#,
         ] {
             assert_error(&post(JSON, body), 422, "validation_failed");

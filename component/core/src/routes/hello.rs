@@ -6,9 +6,8 @@ use utoipa::ToSchema;
 use crate::errors::{ApiError, ErrorBody, ErrorCode};
 use crate::greetings::default_message;
 use crate::http::{Response, TEXT};
-use crate::limits::NAME_CHARS;
 use crate::router::Call;
-use crate::validation::check_length;
+use crate::validation::check_name;
 
 /// A greeting that is not stored.
 #[derive(Serialize, ToSchema)]
@@ -33,15 +32,15 @@ pub async fn root(_: &Call<'_>) -> Result<Response, ApiError> {
     get,
     path = "/hello/{name}",
     tag = "hello",
-    params(("name" = String, Path, min_length = 1, max_length = 64, description = "Who to greet, percent-encoded")),
+    params(("name" = String, Path, min_length = 1, max_length = 64, pattern = r"\S", description = "Who to greet, percent-encoded; not blank, without control characters")),
     responses(
         (status = 200, description = "`Hello, {name}!`", body = Hello),
-        (status = 400, description = "`invalid_parameter`: the name is empty, too long or not UTF-8", body = ErrorBody),
+        (status = 400, description = "`invalid_parameter`: the name is empty, too long, blank, holds control characters or is not UTF-8", body = ErrorBody),
     )
 )]
 pub async fn hello(call: &Call<'_>) -> Result<Response, ApiError> {
     let name = call.path_param("name")?;
-    check_length("name", &name, NAME_CHARS, ErrorCode::InvalidParameter)?;
+    check_name(&name, ErrorCode::InvalidParameter)?;
     Ok(Response::json(
         200,
         &Hello {
@@ -93,9 +92,9 @@ mod tests {
     }
 
     #[test]
-    fn hello_refuses_empty_and_non_utf8_names() {
+    fn hello_refuses_empty_blank_controlled_and_non_utf8_names() {
         let app = TestApp::new();
-        for path in ["/hello/", "/hello/%FF"] {
+        for path in ["/hello/", "/hello/%20%20", "/hello/Ada%0A", "/hello/%FF"] {
             let response = app.get(path);
             assert_eq!(
                 (response.status, error_code(&response).as_str()),
