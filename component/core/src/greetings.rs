@@ -50,7 +50,12 @@ pub struct Greeting {
 #[serde(deny_unknown_fields)]
 pub struct GreetingInput {
     /// Not blank, and without control characters.
-    #[schema(min_length = 1, max_length = 64, pattern = r"\S", example = "Ada")]
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$",
+        example = "Ada"
+    )]
     pub name: String,
     /// Defaults to `Hello, {name}!`.
     #[schema(max_length = 280, example = "Good morning, Ada!")]

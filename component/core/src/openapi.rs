@@ -77,8 +77,10 @@ mod tests {
     use crate::router::method_name;
     use crate::routes::ROUTES;
 
-    /// What of `validation::check_name` a JSON Schema pattern can say: not blank.
-    const NAME_PATTERN: &str = r"\S";
+    /// `validation::check_name` as a JSON Schema pattern: no control character (Unicode's
+    /// `Cc`), and one character that is neither that nor whitespace.
+    const NAME_PATTERN: &str =
+        r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$";
 
     fn parsed() -> Value {
         serde_json::from_str(OPENAPI_JSON).expect("openapi.json is JSON")

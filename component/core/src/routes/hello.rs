@@ -32,7 +32,7 @@ pub async fn root(_: &Call<'_>) -> Result<Response, ApiError> {
     get,
     path = "/hello/{name}",
     tag = "hello",
-    params(("name" = String, Path, min_length = 1, max_length = 64, pattern = r"\S", description = "Who to greet, percent-encoded; not blank, without control characters")),
+    params(("name" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$", description = "Who to greet, percent-encoded; not blank, without control characters")),
     responses(
         (status = 200, description = "`Hello, {name}!`", body = Hello),
         (status = 400, description = "`invalid_parameter`: the name is empty, too long, blank, holds control characters or is not UTF-8", body = ErrorBody),
