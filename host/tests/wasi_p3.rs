@@ -99,6 +99,33 @@ fn a_request_never_waits_behind_an_instance_held_in_a_synchronous_host_call() {
 }
 
 #[test]
+fn an_instance_that_has_waited_in_a_synchronous_host_call_takes_one_request_at_a_time() {
+    let state = tempfile::tempdir().unwrap();
+    let host = faulty_p3_host(state.path()).start();
+    let (blocked, _) = instance(&get(&host.url("/block?ms=200")));
+    let sleepers: Vec<Reply> = std::thread::scope(|scope| {
+        let sleepers: Vec<_> = (0..6)
+            .map(|_| scope.spawn(|| get(&host.url("/sleep?ms=600"))))
+            .collect();
+        sleepers.into_iter().map(|s| s.join().unwrap()).collect()
+    });
+    let mut per_instance: BTreeMap<String, u32> = BTreeMap::new();
+    for reply in &sleepers {
+        *per_instance.entry(instance(reply).0).or_default() += 1;
+    }
+    // The others still share their instances (up to Spin's 16 at once).
+    assert_eq!(
+        per_instance.get(&blocked),
+        Some(&1),
+        "the instance that blocked took one sleeper, alone: {per_instance:?}"
+    );
+    assert!(
+        per_instance.values().any(|n| *n > 1),
+        "the other instances share: {per_instance:?}"
+    );
+}
+
+#[test]
 fn idle_instances_are_given_requests_oldest_first_so_the_rest_can_expire() {
     let state = tempfile::tempdir().unwrap();
     let host = faulty_p3_host(state.path())

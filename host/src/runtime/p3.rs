@@ -8,8 +8,10 @@
 //! `ProxyHandler` (whose per-request plumbing, `Prepared`, is used as is). Two things it
 //! does that `ProxyHandler` cannot: it never gives a request to an instance held in a host
 //! call (a synchronous draft `wasi:keyvalue` write holds its whole instance until it has
-//! committed), and it queues requests behind instances that are running already, once they
-//! keep every worker thread busy, instead of waking another instance for each.
+//! committed), nor a second one to an instance whose guest has waited in such a call before
+//! (the requests begun in it would wait for every commit in turn), and it queues requests
+//! behind instances that are running already, once they keep every worker thread busy,
+//! instead of waking another instance for each.
 //!
 //! The requests of one instance run in its own task, not in their own spans; when traces are
 //! on, a call hook tells the capabilities which request each host call belongs to
@@ -84,6 +86,10 @@ struct Seat {
     running: AtomicBool,
     /// Its guest is in a host call: a synchronous one holds the instance until it returns.
     in_host_call: AtomicBool,
+    /// Its guest has waited in a synchronous host call once: such a call holds up every
+    /// request begun in the instance, so from then on it takes a request only when it has
+    /// none.
+    has_blocked: AtomicBool,
     /// Its guest takes calls (no backpressure). True while it is being instantiated: once
     /// every thread has an instance, a request queues behind one still starting rather than
     /// starting yet another.
@@ -257,6 +263,7 @@ impl Pool {
             unanswered: AtomicUsize::new(1),
             running: AtomicBool::new(true),
             in_host_call: AtomicBool::new(false),
+            has_blocked: AtomicBool::new(false),
             ready: AtomicBool::new(true),
             closed: AtomicBool::new(false),
         });
@@ -292,12 +299,15 @@ impl Seat {
         self.running.load(Relaxed)
     }
 
-    /// Under its concurrent count, and neither held in a host call nor pushed back by its
-    /// guest.
+    /// Under its concurrent count (one, once its guest has waited in a synchronous host
+    /// call), and neither held in a host call nor pushed back by its guest.
     fn can_take_one(&self) -> bool {
-        self.unanswered() < self.max_concurrent_requests
-            && !self.in_host_call.load(Relaxed)
-            && self.ready.load(Relaxed)
+        let most = if self.has_blocked.load(Relaxed) {
+            1
+        } else {
+            self.max_concurrent_requests
+        };
+        self.unanswered() < most && !self.in_host_call.load(Relaxed) && self.ready.load(Relaxed)
     }
 }
 
@@ -458,6 +468,9 @@ impl Live {
                 // Whatever it began is now waiting (or holds the store, which `in_host_call`
                 // tells).
                 seat.running.store(false, Relaxed);
+                if seat.in_host_call.load(Relaxed) {
+                    seat.has_blocked.store(true, Relaxed);
+                }
                 let (at, idle) = match *lock(&phase) {
                     Phase::Idle(since) => (since.checked_add(idle_timeout), true),
                     Phase::Requests(latest_deadline) => (Some(latest_deadline), false),
