@@ -98,11 +98,8 @@ fn a_request_never_waits_behind_an_instance_held_in_a_synchronous_host_call() {
     assert!(waited < Duration::from_millis(2000), "waited {waited:?}");
 }
 
-#[test]
-fn an_instance_that_has_waited_in_a_synchronous_host_call_takes_one_request_at_a_time() {
-    let state = tempfile::tempdir().unwrap();
-    let host = faulty_p3_host(state.path()).start();
-    let (blocked, _) = instance(&get(&host.url("/block?ms=200")));
+/// Six sleepers at once; how many each instance took.
+fn sleepers_per_instance(host: &Host) -> BTreeMap<String, u32> {
     let sleepers: Vec<Reply> = std::thread::scope(|scope| {
         let sleepers: Vec<_> = (0..6)
             .map(|_| scope.spawn(|| get(&host.url("/sleep?ms=600"))))
@@ -113,15 +110,33 @@ fn an_instance_that_has_waited_in_a_synchronous_host_call_takes_one_request_at_a
     for reply in &sleepers {
         *per_instance.entry(instance(reply).0).or_default() += 1;
     }
-    // The others still share their instances (up to Spin's 16 at once).
+    per_instance
+}
+
+#[test]
+fn an_instance_whose_guest_often_waits_in_synchronous_host_calls_takes_one_request_at_a_time() {
+    let state = tempfile::tempdir().unwrap();
+    let host = faulty_p3_host(state.path()).start();
+    let (blocked, _) = instance(&get(&host.url("/block?ms=200")));
+    let per_instance = sleepers_per_instance(&host);
     assert_eq!(
         per_instance.get(&blocked),
         Some(&1),
-        "the instance that blocked took one sleeper, alone: {per_instance:?}"
+        "the instance that waited took one sleeper, alone: {per_instance:?}"
     );
+    // The others still share their instances (up to Spin's 16 at once).
     assert!(
         per_instance.values().any(|n| *n > 1),
         "the other instances share: {per_instance:?}"
+    );
+    // Once it has served requests that did not wait, it shares again.
+    for _ in 0..4 {
+        assert_eq!(instance(&get(&host.url("/instance"))).0, blocked);
+    }
+    let per_instance = sleepers_per_instance(&host);
+    assert!(
+        per_instance.get(&blocked).is_some_and(|n| *n > 1),
+        "the instance that waited once shares again: {per_instance:?}"
     );
 }
 

@@ -8,8 +8,8 @@
 //! `ProxyHandler` (whose per-request plumbing, `Prepared`, is used as is). Two things it
 //! does that `ProxyHandler` cannot: it never gives a request to an instance held in a host
 //! call (a synchronous draft `wasi:keyvalue` write holds its whole instance until it has
-//! committed), nor a second one to an instance whose guest has waited in such a call before
-//! (the requests begun in it would wait for every commit in turn), and it queues requests
+//! committed), nor a second one to an instance whose guest often waits in such calls (the
+//! requests begun in it would wait for every commit in turn), and it queues requests
 //! behind instances that are running already, once they keep every worker thread busy,
 //! instead of waking another instance for each.
 //!
@@ -86,10 +86,13 @@ struct Seat {
     running: AtomicBool,
     /// Its guest is in a host call: a synchronous one holds the instance until it returns.
     in_host_call: AtomicBool,
-    /// Its guest has waited in a synchronous host call once: such a call holds up every
-    /// request begun in the instance, so from then on it takes a request only when it has
-    /// none.
-    has_blocked: AtomicBool,
+    /// Its guest's current host call has made it wait: the call is synchronous, and holds
+    /// up every request begun in the instance.
+    waiting_in_host_call: AtomicBool,
+    /// Its guest has handed its thread back at an epoch tick.
+    yielding: AtomicBool,
+    /// Host calls in which its guest waited.
+    waits_in_host_calls: AtomicUsize,
     /// Its guest takes calls (no backpressure). True while it is being instantiated: once
     /// every thread has an instance, a request queues behind one still starting rather than
     /// starting yet another.
@@ -263,7 +266,9 @@ impl Pool {
             unanswered: AtomicUsize::new(1),
             running: AtomicBool::new(true),
             in_host_call: AtomicBool::new(false),
-            has_blocked: AtomicBool::new(false),
+            waiting_in_host_call: AtomicBool::new(false),
+            yielding: AtomicBool::new(false),
+            waits_in_host_calls: AtomicUsize::new(0),
             ready: AtomicBool::new(true),
             closed: AtomicBool::new(false),
         });
@@ -299,10 +304,15 @@ impl Seat {
         self.running.load(Relaxed)
     }
 
-    /// Under its concurrent count (one, once its guest has waited in a synchronous host
-    /// call), and neither held in a host call nor pushed back by its guest.
+    /// Under its concurrent count, and neither held in a host call nor pushed back by its
+    /// guest. An instance whose guest waits in synchronous host calls often (once for every
+    /// two requests given to it, or more) takes one request at a time: the draft
+    /// `wasi:keyvalue` writes of a `POST` wait for their commits, and every other request
+    /// begun in the instance would wait for each in turn. A guest that waits once in a while
+    /// (an instance's first request may) keeps sharing its instance.
     fn can_take_one(&self) -> bool {
-        let most = if self.has_blocked.load(Relaxed) {
+        let waits_often = 2 * self.waits_in_host_calls.load(Relaxed) >= self.given.load(Relaxed);
+        let most = if waits_often {
             1
         } else {
             self.max_concurrent_requests
@@ -321,9 +331,14 @@ impl Instances {
         let state = InstanceState::new(&self.context, self.stores.clone(), self.observer.clone());
         let mut store = Store::new(&self.engine, state);
         // Hand the thread back every tick: the instance's task then checks its expiry, which
-        // ends a request stuck in a loop.
+        // ends a request stuck in a loop. (The yield happens inside a host call, as wasmtime
+        // counts them, but it is no wait for the host.)
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+        let yielding = seat.clone();
+        store.epoch_deadline_callback(move |_| {
+            yielding.yielding.store(true, Relaxed);
+            Ok(UpdateDeadline::Yield(1))
+        });
         let spans = RequestSpans::default();
         // The host's spans are on only with traces (traces::Traces::layer).
         let traced = tracing::span_enabled!(tracing::Level::INFO).then(|| spans.clone());
@@ -468,8 +483,8 @@ impl Live {
                 // Whatever it began is now waiting (or holds the store, which `in_host_call`
                 // tells).
                 seat.running.store(false, Relaxed);
-                if seat.in_host_call.load(Relaxed) {
-                    seat.has_blocked.store(true, Relaxed);
+                if seat.in_host_call.load(Relaxed) && !seat.yielding.load(Relaxed) {
+                    seat.waiting_in_host_call.store(true, Relaxed);
                 }
                 let (at, idle) = match *lock(&phase) {
                     Phase::Idle(since) => (since.checked_add(idle_timeout), true),
@@ -559,6 +574,11 @@ fn watch_host_calls(
             }
             CallHook::ReturningFromHost => {
                 seat.in_host_call.store(false, Relaxed);
+                seat.yielding.store(false, Relaxed);
+                if seat.waiting_in_host_call.load(Relaxed) {
+                    seat.waiting_in_host_call.store(false, Relaxed);
+                    seat.waits_in_host_calls.fetch_add(1, Relaxed);
+                }
                 None
             }
             CallHook::CallingWasm | CallHook::ReturningFromWasm => return Ok(()),
