@@ -32,10 +32,59 @@ fn metric(host: &Host, name: &str) -> f64 {
         .sum()
 }
 
+/// faulty-p3 on one serving thread: each serving thread keeps its own instances, and the
+/// kernel spreads connections over the threads, so tests of how one pool gives requests out
+/// keep every request on one.
+fn one_pool(state: &std::path::Path) -> HostBuilder {
+    faulty_p3_host(state).args(["--threads", "1"])
+}
+
+#[test]
+fn each_serving_thread_keeps_its_own_instances() {
+    let state = tempfile::tempdir().unwrap();
+    let host = faulty_p3_host(state.path())
+        .args(["--threads", "2"])
+        .start();
+    // Each request on a new connection; the kernel picks the thread.
+    let served: Vec<(String, u32)> = (0..24)
+        .map(|_| instance(&get(&host.url("/instance"))))
+        .collect();
+    let mut per_instance: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+    for (id, count) in &served {
+        per_instance.entry(id).or_default().push(*count);
+    }
+    assert_eq!(per_instance.len(), 2, "one instance per thread: {served:?}");
+    for counts in per_instance.values() {
+        let expected: Vec<u32> = (1..=counts.len() as u32).collect();
+        assert_eq!(counts, &expected, "each reused in turn: {served:?}");
+    }
+    for refused in ["0", "two"] {
+        let (status, stderr) =
+            run_to_exit(faulty_p3_host(state.path()).args(["--threads", refused]));
+        assert!(!status.success());
+        assert!(stderr.contains("--threads"), "{stderr}");
+    }
+}
+
+/// `sleepers` requests that each sleep `millis` in the guest, all at once; how many each
+/// instance took.
+fn sleepers_per_instance(host: &Host, sleepers: usize, millis: u64) -> BTreeMap<String, u32> {
+    let url = host.url(&format!("/sleep?ms={millis}"));
+    let replies: Vec<Reply> = std::thread::scope(|scope| {
+        let sleepers: Vec<_> = (0..sleepers).map(|_| scope.spawn(|| get(&url))).collect();
+        sleepers.into_iter().map(|s| s.join().unwrap()).collect()
+    });
+    let mut per_instance: BTreeMap<String, u32> = BTreeMap::new();
+    for reply in &replies {
+        *per_instance.entry(instance(reply).0).or_default() += 1;
+    }
+    per_instance
+}
+
 #[test]
 fn an_instance_serves_up_to_the_reuse_count_then_a_fresh_one_takes_over() {
     let state = tempfile::tempdir().unwrap();
-    let host = faulty_p3_host(state.path())
+    let host = one_pool(state.path())
         .args(["--max-instance-reuse-count", "3"])
         .with_metrics()
         .start();
@@ -53,20 +102,11 @@ fn an_instance_serves_up_to_the_reuse_count_then_a_fresh_one_takes_over() {
 #[test]
 fn concurrent_requests_share_an_instance_up_to_the_concurrent_count() {
     let state = tempfile::tempdir().unwrap();
-    let host = faulty_p3_host(state.path())
+    let host = one_pool(state.path())
         .args(["--max-instance-concurrent-reuse-count", "2"])
         .start();
     let started = Instant::now();
-    let replies: Vec<Reply> = std::thread::scope(|scope| {
-        let sleepers: Vec<_> = (0..4)
-            .map(|_| scope.spawn(|| get(&host.url("/sleep?ms=800"))))
-            .collect();
-        sleepers.into_iter().map(|s| s.join().unwrap()).collect()
-    });
-    let mut per_instance: BTreeMap<String, u32> = BTreeMap::new();
-    for reply in &replies {
-        *per_instance.entry(instance(reply).0).or_default() += 1;
-    }
+    let per_instance = sleepers_per_instance(&host, 4, 800);
     assert!(
         per_instance.len() >= 2 && per_instance.values().all(|n| *n <= 2),
         "at most two requests per instance at once: {per_instance:?}"
@@ -82,7 +122,7 @@ fn concurrent_requests_share_an_instance_up_to_the_concurrent_count() {
 #[test]
 fn a_request_never_waits_behind_an_instance_held_in_a_synchronous_host_call() {
     let state = tempfile::tempdir().unwrap();
-    let host = faulty_p3_host(state.path()).start();
+    let host = one_pool(state.path()).start();
     let (blocked, elsewhere, waited) = std::thread::scope(|scope| {
         // It waits (so its instance could take another request), then holds the instance.
         let blocked = scope.spawn(|| get(&host.url("/block?ms=3000")));
@@ -98,27 +138,12 @@ fn a_request_never_waits_behind_an_instance_held_in_a_synchronous_host_call() {
     assert!(waited < Duration::from_millis(2000), "waited {waited:?}");
 }
 
-/// Six sleepers at once; how many each instance took.
-fn sleepers_per_instance(host: &Host) -> BTreeMap<String, u32> {
-    let sleepers: Vec<Reply> = std::thread::scope(|scope| {
-        let sleepers: Vec<_> = (0..6)
-            .map(|_| scope.spawn(|| get(&host.url("/sleep?ms=600"))))
-            .collect();
-        sleepers.into_iter().map(|s| s.join().unwrap()).collect()
-    });
-    let mut per_instance: BTreeMap<String, u32> = BTreeMap::new();
-    for reply in &sleepers {
-        *per_instance.entry(instance(reply).0).or_default() += 1;
-    }
-    per_instance
-}
-
 #[test]
 fn an_instance_whose_guest_often_waits_in_synchronous_host_calls_takes_one_request_at_a_time() {
     let state = tempfile::tempdir().unwrap();
-    let host = faulty_p3_host(state.path()).start();
+    let host = one_pool(state.path()).start();
     let (blocked, _) = instance(&get(&host.url("/block?ms=200")));
-    let per_instance = sleepers_per_instance(&host);
+    let per_instance = sleepers_per_instance(&host, 6, 600);
     assert_eq!(
         per_instance.get(&blocked),
         Some(&1),
@@ -129,11 +154,11 @@ fn an_instance_whose_guest_often_waits_in_synchronous_host_calls_takes_one_reque
         per_instance.values().any(|n| *n > 1),
         "the other instances share: {per_instance:?}"
     );
-    // Once it has served requests that did not wait, it shares again.
-    for _ in 0..4 {
+    // Once it has served enough requests that did not wait, it shares again.
+    for _ in 0..12 {
         assert_eq!(instance(&get(&host.url("/instance"))).0, blocked);
     }
-    let per_instance = sleepers_per_instance(&host);
+    let per_instance = sleepers_per_instance(&host, 6, 600);
     assert!(
         per_instance.get(&blocked).is_some_and(|n| *n > 1),
         "the instance that waited once shares again: {per_instance:?}"
@@ -143,7 +168,7 @@ fn an_instance_whose_guest_often_waits_in_synchronous_host_calls_takes_one_reque
 #[test]
 fn idle_instances_are_given_requests_oldest_first_so_the_rest_can_expire() {
     let state = tempfile::tempdir().unwrap();
-    let host = faulty_p3_host(state.path())
+    let host = one_pool(state.path())
         .args(["--max-instance-concurrent-reuse-count", "1"])
         .start();
     let sleepers: Vec<Reply> = std::thread::scope(|scope| {
@@ -166,7 +191,7 @@ fn idle_instances_are_given_requests_oldest_first_so_the_rest_can_expire() {
 #[test]
 fn a_trap_fails_the_requests_in_its_instance_and_the_next_request_gets_a_fresh_one() {
     let state = tempfile::tempdir().unwrap();
-    let host = faulty_p3_host(state.path()).start();
+    let host = one_pool(state.path()).start();
     let (first, _) = instance(&get(&host.url("/instance")));
     let (sleeper, trap) = std::thread::scope(|scope| {
         let sleeper = scope.spawn(|| get(&host.url("/sleep?ms=1500")));
@@ -187,7 +212,7 @@ fn a_trap_fails_the_requests_in_its_instance_and_the_next_request_gets_a_fresh_o
 #[test]
 fn a_runaway_request_a_memory_bomb_and_a_stray_load_each_cost_their_instance_only() {
     let state = tempfile::tempdir().unwrap();
-    let host = faulty_p3_host(state.path())
+    let host = one_pool(state.path())
         .args(["--request-timeout", "2s", "--max-instance-memory", "32MiB"])
         .start();
     let (before, _) = instance(&get(&host.url("/instance")));
@@ -218,7 +243,7 @@ fn a_runaway_request_a_memory_bomb_and_a_stray_load_each_cost_their_instance_onl
 #[test]
 fn an_idle_instance_is_dropped_after_the_idle_timeout() {
     let state = tempfile::tempdir().unwrap();
-    let host = faulty_p3_host(state.path())
+    let host = one_pool(state.path())
         .args(["--idle-instance-timeout", "300ms"])
         .with_metrics()
         .start();

@@ -27,6 +27,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -117,15 +118,23 @@ pub struct UpArgs {
     /// Then (or at once on SIGINT), time in-flight requests get to finish.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     drain_timeout: Duration,
+    /// Threads that serve requests, each with its own connections and its own reused
+    /// `wasi:http@0.3` instances [default: the CPUs this process may use].
+    #[arg(long)]
+    threads: Option<NonZeroUsize>,
 }
 
 pub fn run(args: UpArgs) -> Result<()> {
     // First, on the main thread, before any other thread exists (see server::listener).
-    let listener = listener::bind(args.listen)?;
+    let threads = args.threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
+        NonZeroUsize::get,
+    );
+    let listeners = listener::bind(args.listen, threads)?;
     block_on(async move {
         let traces = Traces::from_env()?;
         init_logging(args.log_format, traces.as_ref());
-        let served = up(args, listener).await;
+        let served = up(args, listeners).await;
         if let Some(traces) = traces {
             traces.shutdown().await;
         }
@@ -156,7 +165,7 @@ impl UpArgs {
     }
 }
 
-async fn up(args: UpArgs, listener: std::net::TcpListener) -> Result<()> {
+async fn up(args: UpArgs, listeners: Vec<std::net::TcpListener>) -> Result<()> {
     let LoadedApp {
         app,
         default_state_dir,
@@ -219,6 +228,7 @@ async fn up(args: UpArgs, listener: std::net::TcpListener) -> Result<()> {
     }
     let defaults = InstanceReuse::default();
     let limits = RuntimeLimits {
+        serving_threads: listeners.len(),
         max_instances: args.max_instances,
         queue_timeout: args.queue_timeout,
         request_timeout: args.request_timeout,
@@ -295,8 +305,7 @@ async fn up(args: UpArgs, listener: std::net::TcpListener) -> Result<()> {
         );
     }
 
-    let listener = TcpListener::from_std(listener)?;
-    let address = listener.local_addr()?;
+    let address = listeners[0].local_addr()?;
     let shutdown = shutdown_signal(args.shutdown_delay);
     print_routes(address, &router, &indices);
     if let Some(metrics_address) = args.metrics_listen {
@@ -315,7 +324,7 @@ async fn up(args: UpArgs, listener: std::net::TcpListener) -> Result<()> {
         },
         app_info: app_info(&app),
     });
-    server.serve(listener, shutdown).await;
+    server.serve(listeners, shutdown).await?;
     Ok(())
 }
 

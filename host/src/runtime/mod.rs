@@ -1,8 +1,8 @@
 //! Running requests. Each component is pre-instantiated once and runs as Spin runs it:
 //! a `wasi:http@0.2` component gets a fresh instance per request ([`p2`]), so no state
 //! survives from one request to the next; a `wasi:http@0.3` component's instances are
-//! reused, by several requests at once ([`p3`], [`InstanceReuse`]). A request runs until its
-//! deadline, enforced by epoch interruption.
+//! reused, by several requests at once ([`p3`], [`InstanceReuse`]), each serving thread
+//! keeping its own. A request runs until its deadline, enforced by epoch interruption.
 //!
 //! The store state holds one field per host capability; the linker reaches each through a
 //! projection (`link`).
@@ -89,6 +89,8 @@ pub struct ComponentContext {
 
 /// How requests are run: the instance pool's size and queue, the deadline, reuse.
 pub struct RuntimeLimits {
+    /// The server's serving threads; each keeps its own reused instances.
+    pub serving_threads: usize,
     /// Instances alive at once; further requests wait for a free slot.
     pub max_instances: u32,
     /// How long a request may wait for an instance slot.
@@ -291,18 +293,19 @@ impl Runtime {
         Ok(self.components.len() - 1)
     }
 
-    /// Runs `request` in an instance of component `index`, to finish by `deadline`. The
-    /// response body may still be streaming from the guest when this returns ([`held_head`]);
-    /// the deadline covers that too.
+    /// Runs `request` in an instance of component `index`, to finish by `deadline`, on
+    /// serving thread `thread` (the one calling). The response body may still be streaming
+    /// from the guest when this returns ([`held_head`]); the deadline covers that too.
     pub async fn handle(
         &self,
         index: usize,
         request: hyper::Request<http_body_util::Full<Bytes>>,
         deadline: Instant,
+        thread: usize,
     ) -> Result<hyper::Response<ResponseBody>, Failure> {
         let response = match &self.components[index] {
             Handler::P2(fresh) => fresh.handle(self, request, deadline).await?,
-            Handler::P3(reused) => reused.handle(request, deadline).await?,
+            Handler::P3(reused) => reused.handle(request, deadline, thread).await?,
         };
         Ok(held_head::hold_head(response)
             .await

@@ -4,14 +4,15 @@
 //! or failed: a trap, an overrun deadline or a memory-limit failure fails the requests in it,
 //! and the next request gets a fresh instance.
 //!
-//! Requests are given to instances by [`Pool::dispatch`], in place of wasmtime-wasi-http's
-//! `ProxyHandler` (whose per-request plumbing, `Prepared`, is used as is). Two things it
-//! does that `ProxyHandler` cannot: it never gives a request to an instance held in a host
-//! call (a synchronous draft `wasi:keyvalue` write holds its whole instance until it has
-//! committed), nor a second one to an instance whose guest often waits in such calls (the
-//! requests begun in it would wait for every commit in turn), and it queues requests
-//! behind instances that are running already, once they keep every worker thread busy,
-//! instead of waking another instance for each.
+//! Each serving thread has its own pool of instances, so that a request and the instance
+//! that serves it never change threads. Requests are given to instances by
+//! [`Pool::dispatch`], in place of wasmtime-wasi-http's `ProxyHandler` (whose per-request
+//! plumbing, `Prepared`, is used as is). Things it does that `ProxyHandler` cannot: it never
+//! gives a request to an instance held in a host call (a synchronous draft `wasi:keyvalue`
+//! write holds its whole instance until it has committed), nor a second one to an instance
+//! whose guest often waits in such calls (the requests begun in it would wait for every
+//! commit in turn), and it queues requests behind an instance that is about to run, instead
+//! of waking another instance for each.
 //!
 //! The requests of one instance run in its own task, not in their own spans; when traces are
 //! on, a call hook tells the capabilities which request each host call belongs to
@@ -42,15 +43,15 @@ use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::handler::{ExpirationError, Prepared, Proxy, Request, Response};
 use wasmtime_wasi_http::p3::bindings::ServicePre;
 
-pub struct ReusedInstances(Arc<Pool>);
+/// One pool of instances per serving thread: an instance runs on the thread that started
+/// it, and serves the requests that thread accepted.
+pub struct ReusedInstances(Box<[Arc<Pool>]>);
 
-/// One component's live instances, and how new ones are made.
+/// One component's live instances on one serving thread.
 struct Pool {
-    instances: Instances,
+    instances: Arc<Instances>,
     /// The live instances that may be given more requests, oldest first.
     open: Mutex<Vec<Arc<Seat>>>,
-    /// The runtime's worker threads: as many instances can run at once.
-    threads: usize,
 }
 
 /// How new instances of one component are made, and what they are told.
@@ -140,25 +141,28 @@ impl ReusedInstances {
             request_timeout: runtime.limits.request_timeout,
             reuse: runtime.limits.reuse,
         };
-        let threads = tokio::runtime::Handle::try_current()
-            .map(|runtime| runtime.metrics().num_workers())
-            .unwrap_or(1);
-        Ok(ReusedInstances(Arc::new(Pool {
-            instances,
-            open: Mutex::default(),
-            threads,
-        })))
+        let instances = Arc::new(instances);
+        let pools = (0..runtime.limits.serving_threads.max(1)).map(|_| {
+            Arc::new(Pool {
+                instances: instances.clone(),
+                open: Mutex::default(),
+            })
+        });
+        Ok(ReusedInstances(pools.collect()))
     }
 
+    /// Runs `request` in an instance of serving thread `thread`'s pool.
     pub async fn handle(
         &self,
         request: hyper::Request<http_body_util::Full<Bytes>>,
         deadline: Instant,
+        thread: usize,
     ) -> Result<hyper::Response<ResponseBody>, Failure> {
-        let instances = &self.0.instances;
+        let pool = &self.0[thread];
+        let instances = &pool.instances;
         tracing::Span::current().record("spin.component_id", instances.context.id.as_str());
         let (answer, answered) = oneshot::channel();
-        self.0.dispatch(Job {
+        pool.dispatch(Job {
             deadline,
             span: tracing::Span::current(),
             request: request.map(|body| body.map_err(|never| match never {}).boxed_unsync()),
@@ -218,45 +222,9 @@ impl Pool {
                 }
             }
         }
-        drop(open);
-        tokio::spawn(self.clone().run_instance(job));
-    }
-
-    /// While a worker thread has no instance to run, the least busy instance that is only
-    /// waiting (for I/O, a timer) takes the request, else a new one: a request that needs a
-    /// thread gets one, and waiting requests are spread out, as a synchronous host call of
-    /// one would hold up the others in its instance. Once every thread has an instance to
-    /// run, the request queues behind the least busy running instance, which then takes it
-    /// without going to sleep and being woken in between. Among equals, the oldest: the
-    /// others are left to expire.
-    fn choose(&self, open: &[Arc<Seat>]) -> Option<usize> {
-        let least_busy = |running: bool| {
-            open.iter()
-                .enumerate()
-                .filter(|(_, seat)| seat.running() == running && seat.can_take_one())
-                .min_by_key(|(_, seat)| seat.unanswered())
-                .map(|(index, _)| index)
-        };
-        let running = open.iter().filter(|seat| seat.running()).count();
-        if running < self.threads {
-            least_busy(false)
-        } else {
-            least_busy(true).or_else(|| least_busy(false))
-        }
-    }
-
-    /// Takes `seat` out of the pool, if it is still there.
-    fn close(&self, seat: &Arc<Seat>) {
-        let mut open = self.open();
-        if !seat.closed.swap(true, Relaxed) {
-            open.retain(|other| !Arc::ptr_eq(other, seat));
-        }
-    }
-
-    /// A new instance's life: made for `first`, open to more requests until it is dropped.
-    /// Requests it was given but never began go to other instances.
-    async fn run_instance(self: Arc<Self>, first: Job) {
-        let (jobs, mut received) = mpsc::unbounded_channel();
+        // Open to further requests at once, before its task first runs: requests that come
+        // in meanwhile queue behind it rather than each starting an instance of its own.
+        let (jobs, received) = mpsc::unbounded_channel();
         let reuse = &self.instances.reuse;
         let seat = Arc::new(Seat {
             jobs,
@@ -273,10 +241,51 @@ impl Pool {
             closed: AtomicBool::new(false),
         });
         if seat.max_requests > 1 {
-            self.open().push(seat.clone());
+            open.push(seat.clone());
         } else {
             seat.closed.store(true, Relaxed);
         }
+        drop(open);
+        tokio::spawn(self.clone().run_instance(seat, job, received));
+    }
+
+    /// While none of the pool's instances is about to run, the least busy instance that is
+    /// only waiting (for I/O, a timer) takes the request, else a new one: waiting requests
+    /// are spread out, as a synchronous host call of one would hold up the others in its
+    /// instance. Once one is about to run, the request queues behind the least busy such
+    /// instance, which then takes it without going to sleep and being woken in between.
+    /// Among equals, the oldest: the others are left to expire.
+    fn choose(&self, open: &[Arc<Seat>]) -> Option<usize> {
+        let least_busy = |running: bool| {
+            open.iter()
+                .enumerate()
+                .filter(|(_, seat)| seat.running() == running && seat.can_take_one())
+                .min_by_key(|(_, seat)| seat.unanswered())
+                .map(|(index, _)| index)
+        };
+        if open.iter().any(|seat| seat.running()) {
+            least_busy(true).or_else(|| least_busy(false))
+        } else {
+            least_busy(false)
+        }
+    }
+
+    /// Takes `seat` out of the pool, if it is still there.
+    fn close(&self, seat: &Arc<Seat>) {
+        let mut open = self.open();
+        if !seat.closed.swap(true, Relaxed) {
+            open.retain(|other| !Arc::ptr_eq(other, seat));
+        }
+    }
+
+    /// A new instance's life: made for `first`, given further requests through `seat`
+    /// until it is dropped. Requests it was given but never began go to other instances.
+    async fn run_instance(
+        self: Arc<Self>,
+        seat: Arc<Seat>,
+        first: Job,
+        mut received: mpsc::UnboundedReceiver<Job>,
+    ) {
         match self.instances.instantiate(&seat).await {
             Ok(live) => {
                 if let Err(error) = live.serve(&self, &seat, first, &mut received).await {

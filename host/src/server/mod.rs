@@ -1,7 +1,9 @@
 //! The HTTP front: accepts connections (HTTP/1.1 and cleartext HTTP/2 on one port, as Spin
 //! does), routes each request to its component, enforces the request limits before any guest
 //! runs, accounts for every request however it ends, and drains in-flight requests on
-//! shutdown. A panic in the host while handling a request costs that request a 500, not the
+//! shutdown. Each serving thread runs its own single-threaded async runtime, with its own
+//! listening socket, connections and reused instances: a request, its instance and its
+//! answer never change threads (bench/README.md has what that is worth). A panic in the host while handling a request costs that request a 500, not the
 //! process (the host profile unwinds).
 
 /// Request accounting: the in-flight gauge, counters and the access log, by drop guard.
@@ -62,9 +64,64 @@ pub struct Server {
 const DRAIN_LIMIT: usize = 8 << 20;
 
 impl Server {
-    /// Serves `listener` until `shutdown` resolves, then stops accepting and waits up to the
-    /// drain timeout for open requests to complete.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    /// Serves each of `listeners` on a thread of its own until `shutdown` resolves; then every
+    /// thread stops accepting and waits up to the drain timeout for its open requests.
+    pub async fn serve(
+        self: Arc<Self>,
+        listeners: Vec<std::net::TcpListener>,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let mut threads = Vec::new();
+        for (thread, listener) in listeners.into_iter().enumerate() {
+            let server = self.clone();
+            let mut stopping = stopping.clone();
+            let (drained, done) = tokio::sync::oneshot::channel();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            std::thread::Builder::new()
+                .name(format!("serve-{thread}"))
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        let stopped = async move {
+                            let _ = stopping.wait_for(|stop| *stop).await;
+                        };
+                        let completed = match TcpListener::from_std(listener) {
+                            Ok(listener) => server.serve_thread(thread, listener, stopped).await,
+                            Err(error) => {
+                                tracing::error!("serving thread {thread}: {error}");
+                                false
+                            }
+                        };
+                        let _ = drained.send(completed);
+                    });
+                })?;
+            threads.push(done);
+        }
+        shutdown.await;
+        tracing::info!("shutting down: draining in-flight requests");
+        let _ = stop.send(true);
+        let mut all_finished = true;
+        for done in threads {
+            all_finished &= done.await.unwrap_or(false);
+        }
+        if all_finished {
+            tracing::info!("all requests finished");
+        } else {
+            tracing::warn!("drain timeout passed; closed the remaining connections");
+        }
+        Ok(())
+    }
+
+    /// Serving thread `thread`: serves `listener` until `shutdown` resolves, then drains.
+    /// True if every request finished within the drain timeout.
+    async fn serve_thread(
+        self: Arc<Self>,
+        thread: usize,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> bool {
         let graceful = GracefulShutdown::new();
         let mut http = auto::Builder::new(TokioExecutor::new());
         http.http1()
@@ -87,8 +144,9 @@ impl Server {
             };
             let _ = stream.set_nodelay(true);
             let server = self.clone();
-            let service =
-                hyper::service::service_fn(move |request| server.clone().handle(request, peer));
+            let service = hyper::service::service_fn(move |request| {
+                server.clone().handle(request, peer, thread)
+            });
             let connection = graceful.watch(
                 http.serve_connection(TokioIo::new(stream), service)
                     .into_owned(),
@@ -100,12 +158,9 @@ impl Server {
             });
         }
         drop(listener);
-        tracing::info!("shutting down: draining in-flight requests");
         tokio::select! {
-            () = graceful.shutdown() => tracing::info!("all requests finished"),
-            () = tokio::time::sleep(self.limits.drain_timeout) => {
-                tracing::warn!("drain timeout passed; closing the remaining connections");
-            }
+            () = graceful.shutdown() => true,
+            () = tokio::time::sleep(self.limits.drain_timeout) => false,
         }
     }
 
@@ -113,6 +168,7 @@ impl Server {
         self: Arc<Self>,
         request: Request<Incoming>,
         peer: SocketAddr,
+        thread: usize,
     ) -> Result<Response<AccountedBody<ResponseBody>>, Infallible> {
         // Spin's span and attributes; the route, component and status are recorded as known.
         let span = tracing::info_span!(
@@ -137,7 +193,9 @@ impl Server {
             peer,
             span.clone(),
         );
-        let dispatch = self.dispatch(request, &mut record, peer).instrument(span);
+        let dispatch = self
+            .dispatch(request, &mut record, peer, thread)
+            .instrument(span);
         let response = contain_panic(dispatch, &self.metrics).await;
         Ok(record.head(response))
     }
@@ -149,6 +207,7 @@ impl Server {
         request: Request<Incoming>,
         record: &mut RequestRecord,
         peer: SocketAddr,
+        thread: usize,
     ) -> Response<ResponseBody> {
         let deadline = record.arrived() + self.limits.request_timeout;
         let uri = request.uri().clone();
@@ -196,7 +255,11 @@ impl Server {
         }
         let component = matched.component();
         let request = Request::from_parts(parts, Full::new(body));
-        match self.runtime.handle(component, request, deadline).await {
+        match self
+            .runtime
+            .handle(component, request, deadline, thread)
+            .await
+        {
             Ok(response) => response,
             Err(failure) => self.failure_response(failure),
         }

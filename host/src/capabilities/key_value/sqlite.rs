@@ -5,15 +5,16 @@
 //! transaction (group commit): each write is acknowledged only after its commit is synced
 //! (`synchronous = FULL`), yet concurrent writers share one fsync. Reads use a small pool of
 //! connections and never wait for the writer (WAL mode). A point read runs on the calling
-//! thread; a scan (every key, many keys), or a read that finds the file locked, runs off
-//! the async worker, so neither stalls other requests.
+//! thread (a read that finds the file locked tries again, letting other requests run in
+//! between); a scan (every key, many keys) runs on a blocking thread, so neither stalls other
+//! requests on the async runtime's threads.
 
 use super::{Error, backend_error, count_key, count_pair};
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use std::path::Path;
-use std::sync::{Mutex, mpsc};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// The most writes one transaction commits; bounds the latency a batch adds.
@@ -115,6 +116,7 @@ impl SqliteDb {
                 .query_row(params![store, key], |row| row.get(0))
                 .optional()
         })
+        .await
     }
 
     pub async fn exists(&self, store: &str, key: String) -> Result<bool, Error> {
@@ -122,17 +124,19 @@ impl SqliteDb {
             conn.prepare_cached("SELECT 1 FROM spin_key_value WHERE store = ?1 AND key = ?2")?
                 .exists(params![store, key])
         })
+        .await
     }
 
     /// Each key with its value (`None` when absent), in the order asked; Spin's error once
     /// the values exceed `limit` bytes.
     pub async fn get_many(
-        &self,
+        self: &Arc<Self>,
         store: &str,
         keys: Vec<String>,
         limit: usize,
     ) -> Result<Vec<(String, Option<Vec<u8>>)>, Error> {
-        self.scan(|conn| {
+        let store = store.to_owned();
+        self.scan(move |conn| {
             let mut statement = conn
                 .prepare_cached("SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2")?;
             let mut total = size_of::<Vec<(String, Option<Vec<u8>>)>>();
@@ -147,12 +151,18 @@ impl SqliteDb {
                 found.push((key, value));
             }
             Ok(Ok(found))
-        })?
+        })
+        .await?
     }
 
     /// Every key of `store`, stopping with Spin's error once they exceed `limit` bytes.
-    pub async fn get_keys(&self, store: &str, limit: usize) -> Result<Vec<String>, Error> {
-        self.scan(|conn| {
+    pub async fn get_keys(
+        self: &Arc<Self>,
+        store: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, Error> {
+        let store = store.to_owned();
+        self.scan(move |conn| {
             let mut total = size_of::<Vec<String>>();
             let mut keys = Vec::new();
             let mut statement =
@@ -165,66 +175,85 @@ impl SqliteDb {
                 keys.push(key);
             }
             Ok(Ok(keys))
-        })?
+        })
+        .await?
     }
 
     /// Runs a point read (one key) on a pooled reader connection, on the calling thread. In
     /// WAL mode it never waits for the writer and takes microseconds on cached pages, less
-    /// than handing the async worker's other work to another thread first (`block_in_place`,
-    /// which Spin does for every call) would cost; under load those hand-offs also kept a
-    /// thread alive per concurrent read (bench/README.md). Only a read that finds the file
-    /// locked (by another process, or during WAL recovery) is retried off the worker, as a
-    /// [`Self::scan`] runs, so the lock stalls no other request. A page not in the OS cache
-    /// is still read on the calling thread.
-    fn read<T>(&self, query: impl Fn(&Connection) -> rusqlite::Result<T>) -> Result<T, Error> {
-        self.with_reader(|conn| match query(conn) {
-            Err(error) if is_busy(&error) => waiting_off_the_worker(conn, query),
-            result => result,
-        })
+    /// than handing it to another thread would cost (Spin hands every call off, with
+    /// `block_in_place`; under load those hand-offs also kept a thread alive per concurrent
+    /// read, bench/README.md). A read that finds the file locked (by another process, or
+    /// during WAL recovery) tries again every [`BUSY_RETRY`], up to [`BUSY_TIMEOUT`], and lets
+    /// other requests run in between. A page not in the OS cache is still read on the calling
+    /// thread.
+    async fn read<T>(
+        &self,
+        query: impl Fn(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, Error> {
+        let conn = self.reader()?;
+        let started = Instant::now();
+        let result = loop {
+            match query(&conn) {
+                Err(error) if is_busy(&error) && started.elapsed() < BUSY_TIMEOUT => {
+                    tokio::time::sleep(BUSY_RETRY).await;
+                }
+                result => break result,
+            }
+        };
+        self.give_back(conn);
+        result.map_err(backend_error)
     }
 
     /// Runs a read whose cost the data decides (every key of a store, or as many keys as the
-    /// guest asked for) off the async worker, waiting for a locked file if need be.
-    fn scan<T>(&self, query: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, Error> {
-        self.with_reader(|conn| waiting_off_the_worker(conn, query))
+    /// guest asked for) on a blocking thread, waiting for a locked file if need be.
+    async fn scan<T: Send + 'static>(
+        self: &Arc<Self>,
+        query: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, Error> {
+        let db = self.clone();
+        let scanned = tokio::task::spawn_blocking(move || {
+            let conn = db.reader()?;
+            let result = waiting_for_locks(&conn, query);
+            db.give_back(conn);
+            result.map_err(backend_error)
+        });
+        scanned.await.map_err(backend_error)?
     }
 
     /// A pooled reader connection, which waits for no lock unless told to.
-    fn with_reader<T>(
-        &self,
-        read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
-    ) -> Result<T, Error> {
+    fn reader(&self) -> Result<Connection, Error> {
         let pooled = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let conn = match pooled {
-            Some(conn) => conn,
-            None => connect_reader(&self.open_uri).map_err(backend_error)?,
-        };
-        let result = read(&conn);
+        match pooled {
+            Some(conn) => Ok(conn),
+            None => connect_reader(&self.open_uri).map_err(backend_error),
+        }
+    }
+
+    fn give_back(&self, conn: Connection) {
         self.readers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(conn);
-        result.map_err(backend_error)
     }
 }
 
-/// Runs `query` on this thread once it has handed its other async work to another worker
-/// (`block_in_place`; needs the multi-threaded runtime, which the server always runs),
-/// waiting up to [`BUSY_TIMEOUT`] for a locked file.
-fn waiting_off_the_worker<T>(
+/// Runs `query`, waiting up to [`BUSY_TIMEOUT`] for a locked file.
+fn waiting_for_locks<T>(
     conn: &Connection,
     query: impl FnOnce(&Connection) -> rusqlite::Result<T>,
 ) -> rusqlite::Result<T> {
-    tokio::task::block_in_place(|| {
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        let result = query(conn);
-        conn.busy_timeout(Duration::ZERO)?;
-        result
-    })
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let result = query(conn);
+    conn.busy_timeout(Duration::ZERO)?;
+    result
 }
 
 /// How long a statement waits for a locked file before it fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often a point read that found the file locked tries again.
+const BUSY_RETRY: Duration = Duration::from_millis(1);
 
 fn is_busy(error: &rusqlite::Error) -> bool {
     error.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
@@ -505,9 +534,7 @@ mod tests {
         assert_eq!(failed, Vec::<String>::new());
     }
 
-    /// An uncontended point read runs on the calling thread without handing the async worker
-    /// to another thread: such a hand-off (`block_in_place`) panics on a current-thread
-    /// runtime.
+    /// An uncontended point read runs on the calling thread.
     #[tokio::test(flavor = "current_thread")]
     async fn an_uncontended_point_read_keeps_its_thread() {
         let dir = tempfile::tempdir().unwrap();
@@ -517,10 +544,11 @@ mod tests {
         assert!(!db.exists("s", "absent".into()).await.unwrap());
     }
 
-    /// Reads that wait for a locked file (a point read and a scan) must leave the async
-    /// worker to other requests: with a single worker, a task started during the wait still
-    /// runs at once. A read that held the worker would hold it for the whole busy timeout.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    /// Reads that wait for a locked file (a point read and a scan) must leave the thread to
+    /// other requests: on a single-threaded runtime, as each serving thread runs, a task
+    /// started during the wait still runs at once. A read that held the thread would hold
+    /// it for the whole busy timeout.
+    #[tokio::test(flavor = "current_thread")]
     async fn a_read_waiting_on_a_locked_file_does_not_block_the_async_worker() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kv.db");
