@@ -2,7 +2,7 @@
 //! sets its `response-outparam` first, a 0.3 guest returns its response with the body's
 //! stream), so hyper would often send the head before the body has been written: a body of
 //! unknown length then goes out chunked, and whether head and body share a write comes down
-//! to how the two tasks meet on the worker threads. As Go's net/http buffers a handler's
+//! to the order in which the two tasks run. As Go's net/http buffers a handler's
 //! first bytes, the head is held until the body has ended, [`HELD_BODY_LIMIT`] bytes of it
 //! have come, or [`HEAD_HOLD`] has passed. A body that ended goes out with its head in one
 //! write, with a `content-length`; any other streams as before, its first bytes with the
