@@ -381,6 +381,9 @@ def test_greeter_host_is_locked_down_and_drains_before_it_is_killed(name):
     ports = {p["containerPort"] for p in container["ports"]}
     assert {int(flag("--listen").rsplit(":")[1]), int(flag("--metrics-listen").rsplit(":")[1])} == ports
     assert pod["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
+    # No CPU limit: unbounded, the serving threads (each with its own instances) would follow
+    # the node's CPU count, while the memory limit stays fixed.
+    assert "cpu" not in container["resources"]["limits"] and 1 <= int(flag("--threads")) <= 4
 
 
 @pytest.mark.parametrize("name", ("dev", "greeter-host-only"))

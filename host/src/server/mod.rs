@@ -3,8 +3,9 @@
 //! runs, accounts for every request however it ends, and drains in-flight requests on
 //! shutdown. Each serving thread runs its own single-threaded async runtime, with its own
 //! listening socket, connections and reused instances: a request, its instance and its
-//! answer never change threads (bench/README.md has what that is worth). A panic in the host while handling a request costs that request a 500, not the
-//! process (the host profile unwinds).
+//! answer never change threads (bench/README.md has what that is worth). A panic in the host
+//! while handling a request costs that request a 500, not the process (the host profile
+//! unwinds).
 
 /// Request accounting: the in-flight gauge, counters and the access log, by drop guard.
 mod accounting;
