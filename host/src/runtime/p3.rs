@@ -94,9 +94,8 @@ struct Seat {
     yielding: AtomicBool,
     /// Host calls in which its guest waited.
     waits_in_host_calls: AtomicUsize,
-    /// Its guest takes calls (no backpressure). True while it is being instantiated: once
-    /// every thread has an instance, a request queues behind one still starting rather than
-    /// starting yet another.
+    /// Its guest takes calls (no backpressure). True while it is being instantiated: a
+    /// request queues behind one still starting rather than starting yet another.
     ready: AtomicBool,
     /// Out of the pool: it gets no more requests.
     closed: AtomicBool,
@@ -225,21 +224,7 @@ impl Pool {
         // Open to further requests at once, before its task first runs: requests that come
         // in meanwhile queue behind it rather than each starting an instance of its own.
         let (jobs, received) = mpsc::unbounded_channel();
-        let reuse = &self.instances.reuse;
-        let seat = Arc::new(Seat {
-            jobs,
-            max_requests: reuse.max_requests.pick(),
-            max_concurrent_requests: reuse.max_concurrent_requests.pick(),
-            given: AtomicUsize::new(1),
-            unanswered: AtomicUsize::new(1),
-            running: AtomicBool::new(true),
-            in_host_call: AtomicBool::new(false),
-            waiting_in_host_call: AtomicBool::new(false),
-            yielding: AtomicBool::new(false),
-            waits_in_host_calls: AtomicUsize::new(0),
-            ready: AtomicBool::new(true),
-            closed: AtomicBool::new(false),
-        });
+        let seat = Arc::new(Seat::new(jobs, &self.instances.reuse));
         if seat.max_requests > 1 {
             open.push(seat.clone());
         } else {
@@ -305,6 +290,24 @@ impl Pool {
 }
 
 impl Seat {
+    /// A new instance's seat, given its first request.
+    fn new(jobs: mpsc::UnboundedSender<Job>, reuse: &InstanceReuse) -> Seat {
+        Seat {
+            jobs,
+            max_requests: reuse.max_requests.pick(),
+            max_concurrent_requests: reuse.max_concurrent_requests.pick(),
+            given: AtomicUsize::new(1),
+            unanswered: AtomicUsize::new(1),
+            running: AtomicBool::new(true),
+            in_host_call: AtomicBool::new(false),
+            waiting_in_host_call: AtomicBool::new(false),
+            yielding: AtomicBool::new(false),
+            waits_in_host_calls: AtomicUsize::new(0),
+            ready: AtomicBool::new(true),
+            closed: AtomicBool::new(false),
+        }
+    }
+
     fn unanswered(&self) -> usize {
         self.unanswered.load(Relaxed)
     }
