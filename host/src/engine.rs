@@ -45,11 +45,12 @@ pub fn build_engine(limits: &EngineLimits, workload: Workload) -> Result<Engine>
             .table_keep_resident(64 * 1024)
             .async_stack_keep_resident(256 * 1024)
             // Only without PAGEMAP_SCAN: amortise the TLB shootdowns of `madvise`.
-            .decommit_batch_size(128);
+            .decommit_batch_size(1);
         if workload.instances_reused {
             // A slot is reset once per instance, not per request: its memory goes back to
-            // the kernel whole, and slots left idle between instances hold none of it.
-            pool.linear_memory_keep_resident(0);
+            // the kernel whole, and slots left idle between instances hold none of it. At
+            // once: a batch would keep up to that many ended instances' memory resident.
+            pool.linear_memory_keep_resident(0).decommit_batch_size(1);
         } else if pagemap_scan {
             // Reset a slot by copying back only the pages the last request dirtied, found
             // with the PAGEMAP_SCAN ioctl (Linux 6.7+), up to 1 MiB per memory. They stay
@@ -97,4 +98,43 @@ pub fn build_engine(limits: &EngineLimits, workload: Workload) -> Result<Engine>
             }
         })?;
     Ok(engine)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::{Instance, Module, Store};
+
+    /// A core module with one page of linear memory, which it writes to when it starts.
+    const TOUCHES_ITS_MEMORY: &[u8] = &[
+        0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version
+        0x01, 0x04, 0x01, 0x60, 0x00, 0x00, // type 0: [] -> []
+        0x03, 0x02, 0x01, 0x00, // function 0 has type 0
+        0x05, 0x03, 0x01, 0x00, 0x01, // memory 0: one page
+        0x08, 0x01, 0x00, // start: function 0
+        // function 0: i32.store8 (i32.const 0) (i32.const 1)
+        0x0a, 0x0b, 0x01, 0x09, 0x00, 0x41, 0x00, 0x41, 0x01, 0x3a, 0x00, 0x00, 0x0b,
+    ];
+
+    #[test]
+    fn an_ended_reused_instance_gives_its_memory_back_at_once() {
+        let limits = EngineLimits {
+            max_instances: 4,
+            max_memory: 1 << 20,
+        };
+        let reused = Workload {
+            concurrency: true,
+            instances_reused: true,
+        };
+        let engine = build_engine(&limits, reused).unwrap();
+        let module = Module::new(&engine, TOUCHES_ITS_MEMORY).unwrap();
+        let mut store = Store::new(&engine, ());
+        store.set_epoch_deadline(1_000);
+        Instance::new(&mut store, &module, &[]).unwrap();
+        drop(store);
+        // Its slot is back in the pool, empty, not queued for a later batch of `madvise`.
+        let pool = engine.pooling_allocator_metrics().unwrap();
+        assert_eq!(pool.unused_warm_memories(), 1);
+        assert_eq!(pool.unused_memory_bytes_resident(), 0);
+    }
 }
