@@ -81,7 +81,7 @@ struct Backend {
 
 enum Kind {
     Sqlite(Arc<SqliteDb>),
-    Redis(RedisStore),
+    Redis(Box<RedisStore>),
 }
 
 impl Kind {
@@ -127,10 +127,10 @@ impl Stores {
                 StoreConfig::Sqlite(None) => {
                     Kind::Sqlite(Arc::new(SqliteDb::open_in_memory(&label)?))
                 }
-                StoreConfig::Redis { url, password_env } => Kind::Redis(
+                StoreConfig::Redis { url, password_env } => Kind::Redis(Box::new(
                     RedisStore::new(&url, password_env.as_deref())
                         .with_context(|| format!("[key_value_store.{label}]"))?,
-                ),
+                )),
             };
             let backend = Backend {
                 label: label.clone(),

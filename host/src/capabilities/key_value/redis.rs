@@ -6,17 +6,21 @@
 //! on the next operation, and a connection that drops is re-established by redis-rs's
 //! `ConnectionManager`. Operations are bounded by timeouts well inside the request deadline,
 //! so a dead Redis turns into an `other` error (the app answers 503), never a hung request.
+//!
+//! Each thread that uses a store (each serving thread) has a connection of its own, driven by
+//! its own runtime: a shared one would be driven by whichever thread made it, so the other
+//! threads' answers would wait while that one ran a guest, and be cut off when it stopped.
 
 use super::{Error, backend_error, count_key};
 use anyhow::{Context, Result, bail};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, IntoConnectionInfo};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::ThreadId;
 use std::time::Duration;
 use tokio::sync::OnceCell;
 
-/// Multiplexed connections per store: each pipelines many requests, a few spread the load.
-const CONNECTIONS: usize = 4;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Keys fetched per SCAN round trip in `get-keys`.
@@ -34,8 +38,8 @@ return 1";
 
 pub struct RedisStore {
     client: redis::Client,
-    connections: Vec<OnceCell<ConnectionManager>>,
-    next: AtomicUsize,
+    /// A multiplexed connection per thread, which pipelines that thread's requests.
+    connections: Mutex<HashMap<ThreadId, Arc<OnceCell<ConnectionManager>>>>,
 }
 
 impl RedisStore {
@@ -56,13 +60,20 @@ impl RedisStore {
         let client = redis::Client::open(info)?;
         Ok(RedisStore {
             client,
-            connections: (0..CONNECTIONS).map(|_| OnceCell::new()).collect(),
-            next: AtomicUsize::new(0),
+            connections: Mutex::default(),
         })
     }
 
+    /// This thread's connection, made on its first use.
     async fn connection(&self) -> Result<ConnectionManager, Error> {
-        let slot = &self.connections[self.next.fetch_add(1, Ordering::Relaxed) % CONNECTIONS];
+        let slot = {
+            let mut connections = self
+                .connections
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let slot = connections.entry(std::thread::current().id()).or_default();
+            slot.clone()
+        };
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(CONNECT_TIMEOUT)
             .set_response_timeout(RESPONSE_TIMEOUT)
@@ -232,5 +243,122 @@ async fn scan_all(
             return Ok(Ok(keys));
         }
         cursor = next;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Child, Command, Stdio};
+    use std::sync::mpsc;
+    use std::time::Instant;
+
+    /// Debian's `redis-server` on a free loopback port, without persistence; stopped by PID
+    /// when dropped.
+    struct Server {
+        child: Child,
+        port: u16,
+    }
+
+    impl Server {
+        fn start() -> Server {
+            let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = free.local_addr().unwrap().port();
+            drop(free);
+            let child = Command::new("redis-server")
+                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("redis-server is needed (make test installs it through .ci/setup)");
+            let server = Server { child, port };
+            let started = Instant::now();
+            while server.client().is_err() {
+                let waited = started.elapsed();
+                assert!(
+                    waited < Duration::from_secs(10),
+                    "redis-server did not start"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            server
+        }
+
+        fn url(&self) -> String {
+            format!("redis://127.0.0.1:{}", self.port)
+        }
+
+        fn client(&self) -> redis::RedisResult<redis::Connection> {
+            redis::Client::open(self.url())?.get_connection()
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// Connections Redis has accepted so far.
+    fn accepted(info: &mut redis::Connection) -> u64 {
+        let stats: String = redis::cmd("INFO").arg("stats").query(info).unwrap();
+        let line = stats
+            .lines()
+            .find_map(|line| line.strip_prefix("total_connections_received:"));
+        line.unwrap().trim().parse().unwrap()
+    }
+
+    /// A serving thread's runtime: it runs tasks only while its thread is in `block_on`.
+    fn serving_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_serving_thread_never_waits_on_another_nor_outlives_its_connection() {
+        let server = Server::start();
+        let mut info = server.client().unwrap();
+        let store = Arc::new(RedisStore::new(&server.url(), None).unwrap());
+        // Well inside the store's own response timeout: an answer that must wait for another
+        // thread's runtime never comes in time.
+        let promptly = |runtime: &tokio::runtime::Runtime, key: &'static str| {
+            let read = async { tokio::time::timeout(Duration::from_secs(1), store.get(key)).await };
+            runtime.block_on(read).expect("answered promptly").unwrap()
+        };
+
+        // One serving thread writes, then is busy elsewhere (its runtime runs nothing), then
+        // drains and stops.
+        let (written, wrote) = mpsc::channel();
+        let (stop, stopping) = mpsc::channel::<()>();
+        let first = std::thread::spawn({
+            let store = store.clone();
+            move || {
+                let runtime = serving_runtime();
+                for _ in 0..4 {
+                    let set = store.set("greeting", b"hello".to_vec());
+                    runtime.block_on(set).unwrap();
+                }
+                written.send(()).unwrap();
+                let _ = stopping.recv();
+            }
+        });
+        wrote.recv().unwrap();
+
+        // Another one meanwhile, and after the first has stopped: through its own connection.
+        let second = serving_runtime();
+        for _ in 0..4 {
+            assert_eq!(promptly(&second, "greeting").unwrap(), b"hello");
+        }
+        stop.send(()).unwrap();
+        first.join().unwrap();
+        let opened = accepted(&mut info);
+        for _ in 0..4 {
+            assert_eq!(promptly(&second, "greeting").unwrap(), b"hello");
+        }
+        assert_eq!(second.block_on(store.increment("count", 1)).unwrap(), 1);
+        assert_eq!(accepted(&mut info), opened, "a connection was made again");
     }
 }
