@@ -43,14 +43,13 @@ pub fn build_engine(limits: &EngineLimits, workload: Workload) -> Result<Engine>
             .total_stacks(instances)
             .max_memory_size(limits.max_memory)
             .table_keep_resident(64 * 1024)
-            .async_stack_keep_resident(256 * 1024)
-            // Only without PAGEMAP_SCAN: amortise the TLB shootdowns of `madvise`.
-            .decommit_batch_size(1);
+            .async_stack_keep_resident(256 * 1024);
+        // A freed slot is decommitted at once (wasmtime's default batch of one), except below:
+        // a batch keeps every slot in it, with its memory, out of use until the batch is full.
         if workload.instances_reused {
             // A slot is reset once per instance, not per request: its memory goes back to
-            // the kernel whole, and slots left idle between instances hold none of it. At
-            // once: a batch would keep up to that many ended instances' memory resident.
-            pool.linear_memory_keep_resident(0).decommit_batch_size(1);
+            // the kernel whole, and slots left idle between instances hold none of it.
+            pool.linear_memory_keep_resident(0);
         } else if pagemap_scan {
             // Reset a slot by copying back only the pages the last request dirtied, found
             // with the PAGEMAP_SCAN ioctl (Linux 6.7+), up to 1 MiB per memory. They stay
@@ -59,8 +58,10 @@ pub fn build_engine(limits: &EngineLimits, workload: Workload) -> Result<Engine>
             pool.pagemap_scan(Enabled::Yes)
                 .linear_memory_keep_resident(1 << 20);
         } else {
-            // Without it: `memset` the low 128 KiB, decommit the rest.
-            pool.linear_memory_keep_resident(128 * 1024);
+            // Without it: `memset` the low 128 KiB, decommit the rest, amortising the TLB
+            // shootdowns of `madvise` over a batch of slots.
+            pool.linear_memory_keep_resident(128 * 1024)
+                .decommit_batch_size(128);
         }
         let mut config = Config::new();
         config
