@@ -64,7 +64,10 @@ impl RedisStore {
         })
     }
 
-    /// This thread's connection, made on its first use.
+    /// This thread's connection, made on its first use by a task of its own, which the
+    /// thread's runtime drives whether or not the caller is polled on: a concurrent call of
+    /// a `wasi:http@0.3` instance is not, while a synchronous call of the same instance
+    /// waits, and that call may be waiting for this same connection.
     async fn connection(&self) -> Result<ConnectionManager, Error> {
         let slot = {
             let mut connections = self
@@ -74,14 +77,20 @@ impl RedisStore {
             let slot = connections.entry(std::thread::current().id()).or_default();
             slot.clone()
         };
+        if let Some(connection) = slot.get() {
+            return Ok(connection.clone());
+        }
+        let client = self.client.clone();
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(CONNECT_TIMEOUT)
             .set_response_timeout(RESPONSE_TIMEOUT)
             .set_number_of_retries(1);
-        slot.get_or_try_init(|| ConnectionManager::new_with_config(self.client.clone(), config))
-            .await
-            .cloned()
-            .map_err(backend_error)
+        let made = tokio::spawn(async move {
+            slot.get_or_try_init(|| ConnectionManager::new_with_config(client, config))
+                .await
+                .cloned()
+        });
+        made.await.map_err(backend_error)?.map_err(backend_error)
     }
 
     /// Runs `operation`, once more if the connection had dropped: the manager reconnects on
@@ -249,8 +258,11 @@ async fn scan_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future;
+    use std::pin::pin;
     use std::process::{Child, Command, Stdio};
     use std::sync::mpsc;
+    use std::task::Poll;
     use std::time::Instant;
 
     /// Debian's `redis-server` on a free loopback port, without persistence; stopped by PID
@@ -315,6 +327,22 @@ mod tests {
             .enable_all()
             .build()
             .unwrap()
+    }
+
+    #[test]
+    fn a_caller_left_half_way_through_connecting_holds_up_no_other() {
+        let server = Server::start();
+        let store = RedisStore::new(&server.url(), None).unwrap();
+        serving_runtime().block_on(async {
+            // Begins making the thread's connection, then is never polled again.
+            let mut left = pin!(store.get("greeting"));
+            let polled_once = future::poll_fn(|cx| Poll::Ready(left.as_mut().poll(cx))).await;
+            assert!(polled_once.is_pending());
+            let set = store.set("greeting", b"hello".to_vec());
+            let set = tokio::time::timeout(Duration::from_secs(1), set).await;
+            set.expect("not held up by the caller left half-way")
+                .unwrap();
+        });
     }
 
     #[test]

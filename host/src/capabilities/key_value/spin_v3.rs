@@ -53,10 +53,8 @@ impl<T> key_value::HostStoreWithStore<T> for HasSelf<KeyValueState> {
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
         let (backend, limit, span) = backend_of(accessor, &store)?;
-        detached(span, async move {
-            backend.get(key, limit).await.map_err(from_v2)
-        })
-        .await
+        let got = backend.get(key, limit).instrument(span).await;
+        Ok(got.map_err(from_v2))
     }
 
     async fn set(
@@ -66,10 +64,8 @@ impl<T> key_value::HostStoreWithStore<T> for HasSelf<KeyValueState> {
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), Error>> {
         let (backend, _, span) = backend_of(accessor, &store)?;
-        detached(span, async move {
-            backend.set(key, value).await.map_err(from_v2)
-        })
-        .await
+        let set = backend.set(key, value).instrument(span).await;
+        Ok(set.map_err(from_v2))
     }
 
     async fn delete(
@@ -78,10 +74,8 @@ impl<T> key_value::HostStoreWithStore<T> for HasSelf<KeyValueState> {
         key: String,
     ) -> wasmtime::Result<Result<(), Error>> {
         let (backend, _, span) = backend_of(accessor, &store)?;
-        detached(span, async move {
-            backend.delete_many(vec![key]).await.map_err(from_v2)
-        })
-        .await
+        let deleted = backend.delete_many(vec![key]).instrument(span).await;
+        Ok(deleted.map_err(from_v2))
     }
 
     async fn exists(
@@ -90,11 +84,8 @@ impl<T> key_value::HostStoreWithStore<T> for HasSelf<KeyValueState> {
         key: String,
     ) -> wasmtime::Result<Result<bool, Error>> {
         let (backend, _, span) = backend_of(accessor, &store)?;
-        detached(
-            span,
-            async move { backend.exists(key).await.map_err(from_v2) },
-        )
-        .await
+        let exists = backend.exists(key).instrument(span).await;
+        Ok(exists.map_err(from_v2))
     }
 
     async fn get_keys(
@@ -103,11 +94,10 @@ impl<T> key_value::HostStoreWithStore<T> for HasSelf<KeyValueState> {
     ) -> wasmtime::Result<(StreamReader<String>, FutureReader<Result<(), Error>>)> {
         let (backend, limit, span) = backend_of(accessor, &store)?;
         // Listed whole, under the same result limit as 2.0.0, then streamed.
-        let (keys, outcome) =
-            match detached(span, async move { backend.get_keys(limit).await }).await? {
-                Ok(keys) => (keys, Ok(())),
-                Err(error) => (Vec::new(), Err(from_v2(error))),
-            };
+        let (keys, outcome) = match backend.get_keys(limit).instrument(span).await {
+            Ok(keys) => (keys, Ok(())),
+            Err(error) => (Vec::new(), Err(from_v2(error))),
+        };
         accessor.with(|mut access| {
             let keys = StreamReader::new(&mut access, keys)?;
             let outcome =
@@ -115,18 +105,6 @@ impl<T> key_value::HostStoreWithStore<T> for HasSelf<KeyValueState> {
             Ok((keys, outcome))
         })
     }
-}
-
-/// Runs a store operation on a task of its own, in the calling request's span. While a
-/// synchronous host call of the same instance (the draft `wasi:keyvalue` ones) is waiting,
-/// wasmtime polls none of the instance's concurrent calls; one of those left half-way through
-/// setting up a shared Redis connection would hold up that synchronous call, which waits for
-/// the same connection, for good.
-async fn detached<R: Send + 'static>(
-    span: Span,
-    operation: impl Future<Output = R> + Send + 'static,
-) -> wasmtime::Result<R> {
-    Ok(tokio::spawn(operation.instrument(span)).await?)
 }
 
 fn from_v2(error: ErrorV2) -> Error {
