@@ -42,8 +42,7 @@ pub fn build_engine(limits: &EngineLimits, workload: Workload) -> Result<Engine>
             .total_tables(instances.saturating_mul(8))
             .total_stacks(instances)
             .max_memory_size(limits.max_memory)
-            .table_keep_resident(64 * 1024)
-            .async_stack_keep_resident(256 * 1024);
+            .table_keep_resident(64 * 1024);
         // A freed slot is decommitted at once (wasmtime's default batch of one), except below:
         // a batch keeps every slot in it, with its memory, out of use until the batch is full.
         if workload.instances_reused {
