@@ -66,7 +66,9 @@ struct Instances {
     reuse: InstanceReuse,
 }
 
-/// A request on its way to an instance, and where its answer goes.
+/// A request on its way to an instance, and where its answer goes. It travels boxed: an
+/// instance's channel allocates its slots 32 at a time, which for a `Job` of its own size
+/// (about 300 bytes) held 9.5 KiB or more per live instance.
 struct Job {
     deadline: Instant,
     span: tracing::Span,
@@ -76,7 +78,7 @@ struct Job {
 
 /// What [`Pool::dispatch`] knows of one live instance.
 struct Seat {
-    jobs: mpsc::UnboundedSender<Job>,
+    jobs: mpsc::UnboundedSender<Box<Job>>,
     max_requests: usize,
     max_concurrent_requests: usize,
     /// Requests given to it in all; counted under the pool's lock.
@@ -161,12 +163,12 @@ impl ReusedInstances {
         let instances = &pool.instances;
         tracing::Span::current().record("spin.component_id", instances.context.id.as_str());
         let (answer, answered) = oneshot::channel();
-        pool.dispatch(Job {
+        pool.dispatch(Box::new(Job {
             deadline,
             span: tracing::Span::current(),
             request: request.map(|body| body.map_err(|never| match never {}).boxed_unsync()),
             answer,
-        });
+        }));
         let error = match tokio::time::timeout_at(deadline.into(), answered).await {
             Ok(Ok(Ok(response))) => return Ok(response.map(ResponseBody::from_host)),
             Ok(Ok(Err(error))) => error,
@@ -201,7 +203,7 @@ impl Pool {
 
     /// Gives `job` to an open instance that can take it now ([`Pool::choose`]), else to a
     /// new one.
-    fn dispatch(self: &Arc<Self>, mut job: Job) {
+    fn dispatch(self: &Arc<Self>, mut job: Box<Job>) {
         let mut open = self.open();
         while let Some(index) = self.choose(&open) {
             let seat = &open[index];
@@ -268,8 +270,8 @@ impl Pool {
     async fn run_instance(
         self: Arc<Self>,
         seat: Arc<Seat>,
-        first: Job,
-        mut received: mpsc::UnboundedReceiver<Job>,
+        first: Box<Job>,
+        mut received: mpsc::UnboundedReceiver<Box<Job>>,
     ) {
         match self.instances.instantiate(&seat).await {
             Ok(live) => {
@@ -291,7 +293,7 @@ impl Pool {
 
 impl Seat {
     /// A new instance's seat, given its first request.
-    fn new(jobs: mpsc::UnboundedSender<Job>, reuse: &InstanceReuse) -> Seat {
+    fn new(jobs: mpsc::UnboundedSender<Box<Job>>, reuse: &InstanceReuse) -> Seat {
         Seat {
             jobs,
             max_requests: reuse.max_requests.pick(),
@@ -390,8 +392,8 @@ impl Live {
         self,
         pool: &Pool,
         seat: &Arc<Seat>,
-        first: Job,
-        received: &mut mpsc::UnboundedReceiver<Job>,
+        first: Box<Job>,
+        received: &mut mpsc::UnboundedReceiver<Box<Job>>,
     ) -> wasmtime::Result<()> {
         let Live {
             mut store,
@@ -412,13 +414,13 @@ impl Live {
             let mut requests = FuturesUnordered::new();
             let mut deadlines = Deadlines::default();
             let begin =
-                |job: Job, requests: &mut FuturesUnordered<_>, deadlines: &mut Deadlines| {
+                |job: Box<Job>, requests: &mut FuturesUnordered<_>, deadlines: &mut Deadlines| {
                     let Job {
                         deadline,
                         span,
                         request,
                         answer,
-                    } = job;
+                    } = *job;
                     let prepared = accessor.with(|mut store| {
                         let prepared = Prepared::new(
                             store.as_context_mut(),
