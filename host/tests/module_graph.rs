@@ -75,7 +75,10 @@ fn the_module_graph_has_no_cycle() {
 fn capabilities_import_nothing_of_the_host() {
     let graph = imports();
     assert_eq!(graph["capabilities"], BTreeSet::new());
+    // The lowest modules may use the process's allocator, which imports nothing.
+    assert_eq!(graph["allocator"], BTreeSet::new());
+    let allocator = BTreeSet::from(["allocator".to_string()]);
     for low in ["engine", "compile_cache"] {
-        assert_eq!(graph[low], BTreeSet::new(), "{low}");
+        assert!(graph[low].is_subset(&allocator), "{low}: {:?}", graph[low]);
     }
 }

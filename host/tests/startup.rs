@@ -1,5 +1,6 @@
 //! Start-up: manifest errors name the field and exit 1, a missing component says how to
-//! build it, and a second start loads the compiled component from the cache.
+//! build it, and a second start loads the compiled component from the cache; compiling
+//! leaves no memory behind.
 
 mod support;
 
@@ -131,6 +132,48 @@ fn the_second_start_uses_the_compile_cache() {
         std::fs::metadata(&entry).unwrap().modified().unwrap(),
         written,
         "the cache entry was reused, not rewritten"
+    );
+}
+
+/// Compiling leaves nothing behind: Cranelift's contexts and the compiling threads' freed
+/// memory (about 50 MiB for the app) used to stay with the process for its whole life.
+#[test]
+fn a_start_that_compiled_holds_no_more_memory_than_one_from_the_cache() {
+    let state = tempfile::tempdir().unwrap();
+    let anonymous_memory_mib = || {
+        let host = HostBuilder::new(&app_manifest(), state.path()).start();
+        assert_eq!(get(&host.url("/")).status, 200);
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let status = std::fs::read_to_string(format!("/proc/{}/status", host.pid())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("RssAnon:"))
+            .and_then(|value| value.trim().strip_suffix("kB")?.trim().parse().ok())
+            .unwrap();
+        kib / 1024
+    };
+    let compiled = anonymous_memory_mib();
+    let from_cache = anonymous_memory_mib();
+    assert!(
+        compiled <= from_cache + 16,
+        "after compiling: {compiled} MiB anonymous; from the cache: {from_cache} MiB"
+    );
+}
+
+#[test]
+fn a_compile_cache_that_cannot_be_written_is_skipped_with_a_warning() {
+    let state = tempfile::tempdir().unwrap();
+    std::fs::write(
+        state.path().join("cache"),
+        "a file where the directory would be",
+    )
+    .unwrap();
+    let host = faulty_host(state.path()).start();
+    assert_eq!(get(&host.url("/ok")).status, 200);
+    assert!(
+        host.stderr().contains("cannot write the compile cache"),
+        "{}",
+        host.stderr()
     );
 }
 
