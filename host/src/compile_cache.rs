@@ -61,6 +61,9 @@ pub fn load_component(
         // Not written, or not mappable (a `noexec` mount): from memory.
         _ => unsafe { Component::deserialize(engine, &compiled) }?,
     };
+    // The bytes too (3 MiB for the app): this thread may idle from here on.
+    drop(compiled);
+    allocator::release_freed_memory();
     Ok(Loaded {
         component,
         from_cache: false,
@@ -85,7 +88,6 @@ fn compile(engine: &Engine, source: &Path, wasm: &[u8]) -> Result<Vec<u8>> {
     drop(compiler);
     threads.broadcast(|_| allocator::release_freed_memory());
     drop(threads);
-    allocator::release_freed_memory();
     compiled.map_err(|e| {
         anyhow::Error::from(e).context(format!(
             "{} is not a valid WebAssembly component",
