@@ -14,14 +14,16 @@ use crate::platform::{
     Random, StoreError, Variables, counter_value, ready,
 };
 
-/// A key-value store in memory; `down` makes every call fail like an unreachable Redis, and
+/// A key-value store in memory; `down` makes every call fail like an unreachable Redis,
 /// `calls_left` (when set) lets only that many more calls through, as if the process died
-/// there.
+/// there, and `swaps_report_failure` makes a swap that wrote answer that it did not, as
+/// Spin's Redis store does.
 #[derive(Default)]
 pub struct MemoryStore {
     entries: RefCell<BTreeMap<String, Vec<u8>>>,
     pub down: Cell<bool>,
     pub calls_left: Cell<Option<usize>>,
+    pub swaps_report_failure: Cell<bool>,
 }
 
 impl MemoryStore {
@@ -123,7 +125,7 @@ impl KeyValue for MemoryStore {
                 .map(|()| match self.entries.borrow_mut().get_mut(key) {
                     Some(current) if current == expected => {
                         *current = value.to_vec();
-                        true
+                        !self.swaps_report_failure.get()
                     }
                     _ => false,
                 }),

@@ -155,26 +155,24 @@ pub async fn replace(
         stored.greeting.name.clone_from(&name);
         stored.greeting.message.clone_from(&message);
         stored.greeting.updated_at = rfc3339_millis(platform.clock.now_unix_ms());
-        if platform
-            .store
-            .compare_and_swap(&key(id), &old, &encode(&stored)?)
-            .await?
-        {
+        if swap_own(platform.store, id, &old, &encode(&stored)?).await? {
             return Ok(stored.greeting);
         }
     }
     Err(busy(id))
 }
 
-/// Blanks the greeting's log entry, then removes the record: a crash in between leaves a
-/// greeting that is no longer listed and that a second DELETE removes.
-pub async fn delete(store: &dyn KeyValue, id: &str) -> Result<(), ApiError> {
-    let id = parse_id(id)?;
+/// Removes the record, then blanks its log entry: a failure in between leaves an entry whose
+/// record is gone, which listing skips, never a greeting that is readable but not listed.
+pub async fn delete(platform: Platform<'_>, id: &str) -> Result<(), ApiError> {
+    let (store, id) = (platform.store, parse_id(id)?);
     let (_, stored) = load(store, id).await?.ok_or_else(|| not_found(id))?;
+    store.delete(&key(id)).await?;
     if let Some(position) = stored.position {
-        greeting_log::remove(store, position, id).await?;
+        let nonce = platform.random.random_u128();
+        greeting_log::remove(store, position, id, nonce).await?;
     }
-    Ok(store.delete(&key(id)).await?)
+    Ok(())
 }
 
 /// A page of greetings, newest first. A log entry counts only if its record is still there
@@ -236,10 +234,7 @@ async fn give_position(store: &dyn KeyValue, id: GreetingId) -> Result<(), ApiEr
         let (entry_key, entry) = greeting_log::entry(position, id);
         store.set(&entry_key, &entry).await?;
         stored.position = Some(position);
-        if store
-            .compare_and_swap(&key(id), &old, &encode(&stored)?)
-            .await?
-        {
+        if swap_own(store, id, &old, &encode(&stored)?).await? {
             return Ok(());
         }
         greeting_log::abandon(store, position).await?;
@@ -273,6 +268,19 @@ fn not_found(id: impl fmt::Display) -> ApiError {
 fn busy(id: GreetingId) -> ApiError {
     let message = format!("The greeting {id} kept changing; try again.");
     ApiError::new(ErrorCode::StoreUnavailable, message)
+}
+
+/// Swaps the record of greeting `id` from `old` to `new`, which no other writer produces (it
+/// holds a fresh timestamp or position): whether `new` is stored. Read back when the swap
+/// says it lost, as Spin's Redis store says of every swap ([`greeting_log::remove`]).
+async fn swap_own(
+    store: &dyn KeyValue,
+    id: GreetingId,
+    old: &[u8],
+    new: &[u8],
+) -> Result<bool, ApiError> {
+    Ok(store.compare_and_swap(&key(id), old, new).await?
+        || store.get(&key(id)).await?.as_deref() == Some(new))
 }
 
 /// The stored bytes of greeting `id` (what a swap expects) and the record they hold.

@@ -103,7 +103,7 @@ pub async fn replace_greeting(call: &Call<'_>) -> Result<Response, ApiError> {
     )
 )]
 pub async fn delete_greeting(call: &Call<'_>) -> Result<Response, ApiError> {
-    greetings::delete(call.platform.store, &call.path_param("id")?).await?;
+    greetings::delete(call.platform, &call.path_param("id")?).await?;
     Ok(Response::with_content_type(204, JSON, Vec::new()))
 }
 
@@ -384,6 +384,31 @@ mod tests {
             body_json(&app.get(&format!("/api/greetings/{}", id_of(&new))))["name"],
             "new"
         );
+    }
+
+    /// Spin's Redis store answers `cas-failed` to every swap, also one that wrote: replacing,
+    /// deleting and listing (with records from before the log) still work on it.
+    #[test]
+    fn greetings_work_on_a_store_whose_swaps_that_wrote_report_failure() {
+        let app = TestApp::new();
+        app.store.swaps_report_failure.set(true);
+        let id = crate::ids::GreetingId::new(1_000, 7).to_string();
+        let record = json!({
+            "id": id, "name": "old", "message": "Hi", "created_at": "2001-01-01T00:00:00.000Z",
+            "updated_at": "2001-01-01T00:00:00.000Z",
+        });
+        app.store
+            .set_raw(&format!("greeting:{id}"), record.to_string().as_bytes());
+        let a = id_of(&create(&app, r#"{"name":"a"}"#));
+        let b = id_of(&create(&app, r#"{"name":"b"}"#));
+        assert_eq!(list_all(&app), ["b", "a", "old"]);
+        let path = format!("/api/greetings/{a}");
+        let replaced = app.send_json("PUT", &path, r#"{"name":"a2"}"#);
+        assert_eq!(replaced.status, 200, "{}", body_text(&replaced));
+        assert_eq!(body_json(&app.get(&path))["name"], "a2");
+        let path = format!("/api/greetings/{b}");
+        assert_eq!(app.send(Request::new("DELETE", &path)).status, 204);
+        assert_eq!(list_all(&app), ["a2", "old"]);
     }
 
     /// A crash at every store call of a create, a delete and a replace in turn, then a restart
