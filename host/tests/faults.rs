@@ -154,29 +154,95 @@ fn instances_are_fresh_for_every_request() {
     );
 }
 
+/// A connection that stops sending is closed after the header timeout, whether it stopped
+/// before its first byte, within the bytes that tell HTTP/1 from HTTP/2, in its headers, or
+/// between requests.
 #[test]
 fn a_client_that_never_finishes_its_headers_is_disconnected() {
     let state = tempfile::tempdir().unwrap();
     let host = faulty_host(state.path())
         .arg("--header-read-timeout")
         .arg("300ms")
+        .with_metrics()
         .start();
-    let address = host.base.trim_start_matches("http://").to_string();
-    let mut stream = std::net::TcpStream::connect(&address).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    stream
-        .write_all(b"GET /ok HTTP/1.1\r\nHost: x\r\n")
-        .unwrap();
-    let started = Instant::now();
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "closed after the header timeout"
-    );
-    assert!(!String::from_utf8_lossy(&answer).contains("200 OK"));
+    let address = authority(&host.base);
+    let metrics = authority(host.metrics.as_ref().unwrap());
+    let cases: [(&str, &str, &[u8]); 5] = [
+        ("nothing", &address, b""),
+        ("half of HTTP/2's preface", &address, b"PRI * HTTP/2.0\r\n"),
+        (
+            "half its headers",
+            &address,
+            b"GET /ok HTTP/1.1\r\nHost: x\r\n",
+        ),
+        (
+            "one request, then nothing",
+            &address,
+            b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n",
+        ),
+        ("nothing to the metrics port", &metrics, b""),
+    ];
+    for (sent, address, bytes) in cases {
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream.write_all(bytes).unwrap();
+        let started = Instant::now();
+        let mut answer = Vec::new();
+        // Closed with unread bytes, the socket is reset rather than ended.
+        let closed = match stream.read_to_end(&mut answer) {
+            Ok(_) => true,
+            Err(error) => error.kind() == std::io::ErrorKind::ConnectionReset,
+        };
+        assert!(
+            closed && started.elapsed() < Duration::from_secs(3),
+            "{sent}: not closed after the header timeout"
+        );
+        let answered = String::from_utf8_lossy(&answer).contains("200 OK");
+        assert_eq!(answered, sent.starts_with("one request"), "{sent}");
+    }
+    assert_eq!(get(&host.url("/ok")).status, 200);
+}
+
+/// `host:port` of a URL.
+fn authority(url: &str) -> String {
+    let rest = url.trim_start_matches("http://");
+    rest.split('/').next().unwrap().to_owned()
+}
+
+/// Out of file descriptors, both ports keep accepting once some are free again.
+#[test]
+fn running_out_of_file_descriptors_does_not_stop_either_port() {
+    let state = tempfile::tempdir().unwrap();
+    let host = faulty_host(state.path()).with_metrics().start();
+    let open = std::fs::read_dir(format!("/proc/{}/fd", host.pid()))
+        .unwrap()
+        .count();
+    // The soft limit only, so that it can be raised again.
+    let limit = |soft: usize| {
+        let status = std::process::Command::new("prlimit")
+            .arg(format!("--pid={}", host.pid()))
+            .arg(format!("--nofile={soft}:"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "prlimit");
+    };
+    // Room for two more descriptors, then more connections than that to each port.
+    limit(open + 2);
+    let held: Vec<_> = [&host.base, host.metrics.as_ref().unwrap()]
+        .into_iter()
+        .flat_map(|url| {
+            let address = authority(url);
+            (0..4).map(move |_| std::net::TcpStream::connect(&address).unwrap())
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    drop(held);
+    limit(1024);
+    eventually("the metrics port answers", || {
+        get(host.metrics.as_ref().unwrap()).status == 200
+    });
     assert_eq!(get(&host.url("/ok")).status, 200);
 }
 

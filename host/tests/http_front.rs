@@ -38,6 +38,57 @@ fn http2_with_prior_knowledge_is_served_on_the_same_port() {
     assert_eq!(get(&host.url("/ok")).body, "ok");
 }
 
+/// The raw answer to `request`, sent as it is.
+fn exchange(address: &str, request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Both `wasi:http` versions see the request's absolute URL, its authority from `Host`, as
+/// Spin gives it; a `Host` that names no authority is the client's error.
+#[test]
+fn guests_see_the_absolute_url_and_a_bad_host_is_a_400() {
+    let state = tempfile::tempdir().unwrap();
+    for host in [faulty_host(state.path()), faulty_p3_host(state.path())] {
+        let host = host.start();
+        let address = host.base.trim_start_matches("http://").to_string();
+        let url = host.url("/url?x=1");
+        assert_eq!(get(&url).body, url);
+        let named = exchange(
+            &address,
+            b"GET /url HTTP/1.1\r\nHost: greeter.example:8080\r\nConnection: close\r\n\r\n",
+        );
+        assert!(
+            named.ends_with("\r\n\r\nhttp://greeter.example:8080/url"),
+            "{named}"
+        );
+        for (host_header, reason) in [
+            (&b"\xe9t\xe9"[..], "'Host' header is not valid UTF-8"),
+            (b"a b", "'Host' header contains an invalid authority"),
+        ] {
+            let request = [
+                &b"GET /url HTTP/1.1\r\nHost: "[..],
+                host_header,
+                b"\r\nConnection: close\r\n\r\n",
+            ]
+            .concat();
+            let answer = exchange(&address, &request);
+            assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+            assert!(answer.contains(r#""code":"invalid_host""#), "{answer}");
+            assert!(answer.contains(reason), "{answer}");
+        }
+        let anonymous = exchange(&address, b"GET /url HTTP/1.0\r\n\r\n");
+        assert!(anonymous.starts_with("HTTP/1.0 400"), "{anonymous}");
+    }
+}
+
 #[test]
 fn the_runtime_answers_its_well_known_paths() {
     let state = tempfile::tempdir().unwrap();

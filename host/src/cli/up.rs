@@ -309,7 +309,7 @@ async fn up(args: UpArgs, listeners: Vec<std::net::TcpListener>) -> Result<()> {
     let shutdown = shutdown_signal(args.shutdown_delay);
     print_routes(address, &router, &indices);
     if let Some(metrics_address) = args.metrics_listen {
-        serve_metrics(metrics_address, metrics.clone()).await?;
+        serve_metrics(metrics_address, metrics.clone(), args.header_read_timeout).await?;
     }
     let server = Arc::new(Server {
         runtime,
@@ -350,22 +350,29 @@ fn app_info(app: &App) -> String {
     serde_json::to_string_pretty(&info).expect("a JSON value serialises")
 }
 
-async fn serve_metrics(address: SocketAddr, metrics: Arc<Metrics>) -> Result<()> {
+/// Serves `/metrics` on `address`; a client must send its headers within `header_read_timeout`,
+/// as on the app's port.
+async fn serve_metrics(
+    address: SocketAddr,
+    metrics: Arc<Metrics>,
+    header_read_timeout: Duration,
+) -> Result<()> {
     let listener = TcpListener::bind(address)
         .await
         .with_context(|| format!("cannot listen on {address}"))?;
     println!("Metrics on http://{}/metrics", listener.local_addr()?);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
     tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
+        loop {
+            let (stream, _) = listener::accept(&listener).await;
             let metrics = metrics.clone();
             let service = hyper::service::service_fn(move |request| {
                 let metrics = metrics.clone();
                 async move { metrics.serve_http(request).await }
             });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
-            );
+            tokio::spawn(http.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
         }
     });
     Ok(())

@@ -14,9 +14,28 @@ use anyhow::{Context, Result};
 use caps::{CapSet, Capability};
 use socket2::{Domain, Socket, Type};
 use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
 
 /// Connections the kernel queues before the host accepts them (tokio's default).
 const BACKLOG: i32 = 1024;
+
+/// After a failed accept (typically EMFILE, out of file descriptors), how long to wait before
+/// the next: the failure repeats at once until a connection closes.
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+
+/// The next connection. A failure is logged and retried, never the end of the listener.
+pub async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(error) => {
+                tracing::warn!("accept failed: {error}");
+                tokio::time::sleep(ACCEPT_RETRY).await;
+            }
+        }
+    }
+}
 
 /// Binds `address` `count` times for the HTTP front, with `CAP_NET_BIND_SERVICE` raised for
 /// the binds where it is permitted but not effective. Several sockets share the address
@@ -76,7 +95,7 @@ mod tests {
         let clients: Vec<_> = (0..64)
             .map(|_| std::net::TcpStream::connect(address).unwrap())
             .collect();
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(100));
         for socket in &sockets {
             let mut accepted = 0;
             while socket.accept().is_ok() {

@@ -23,7 +23,8 @@ use futures_util::FutureExt;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Bytes, Incoming};
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderName, HeaderValue};
-use hyper::{Request, Response, StatusCode};
+use hyper::http::{request, uri::Authority};
+use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -129,18 +130,11 @@ impl Server {
             .timer(TokioTimer::new())
             .header_read_timeout(self.limits.header_read_timeout);
         http.http2().timer(TokioTimer::new());
+        let http = Arc::new(http);
         tokio::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        // Typically EMFILE: back off briefly instead of spinning.
-                        tracing::warn!("accept failed: {error}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
+                accepted = listener::accept(&listener) => accepted,
                 () = &mut shutdown => break,
             };
             let _ = stream.set_nodelay(true);
@@ -148,12 +142,19 @@ impl Server {
             let service = hyper::service::service_fn(move |request| {
                 server.clone().handle(request, peer, thread)
             });
-            let connection = graceful.watch(
-                http.serve_connection(TokioIo::new(stream), service)
-                    .into_owned(),
-            );
+            let (http, watcher) = (http.clone(), graceful.watcher());
+            let header_read_timeout = self.limits.header_read_timeout;
             tokio::spawn(async move {
-                if let Err(error) = connection.await {
+                // hyper's header timer starts only once the protocol is known.
+                if tokio::time::timeout(header_read_timeout, protocol_known(&stream))
+                    .await
+                    .is_err()
+                {
+                    tracing::debug!(%peer, "connection closed: nothing sent in time");
+                    return;
+                }
+                let connection = http.serve_connection(TokioIo::new(stream), service);
+                if let Err(error) = watcher.watch(connection.into_owned()).await {
                     tracing::debug!(%peer, "connection closed: {error}");
                 }
             });
@@ -227,25 +228,16 @@ impl Server {
         };
         record.set_route(matched.raw_route().clone());
         let (mut parts, body) = request.into_parts();
+        // As Spin does, the guest gets the absolute URL (HTTP/1.1 sends only the path).
+        parts.uri = match absolute_uri(&parts) {
+            Ok(uri) => uri,
+            Err(reason) => return error_response(StatusCode::BAD_REQUEST, "invalid_host", reason),
+        };
         let body = match self.read_body(&parts.headers, body, deadline).await {
             Ok(body) => body,
             Err(response) => return response,
         };
-        // HTTP/2 carries the authority in the URI; HTTP/1.0 clients may send no Host at all.
-        let host = match parts.headers.get(HOST).and_then(|h| h.to_str().ok()) {
-            Some(host) => host.to_string(),
-            None => parts
-                .uri
-                .authority()
-                .map_or("localhost".to_string(), |a| a.to_string()),
-        };
-        if !parts.headers.contains_key(HOST)
-            && let Ok(value) = HeaderValue::try_from(host.as_str())
-        {
-            parts.headers.insert(HOST, value);
-        }
-        let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let full_url = format!("http://{host}{path_and_query}");
+        let full_url = parts.uri.to_string();
         remove_spin_headers(&mut parts.headers);
         for (name, value) in spin_headers(&matched, full_url, peer) {
             if let (Ok(name), Ok(value)) =
@@ -353,6 +345,53 @@ impl Server {
                 "component_failed",
                 "the component failed to handle the request",
             ),
+        }
+    }
+}
+
+/// `http://<authority><path and query>`, the authority from the `Host` header or the URI
+/// (HTTP/2), which must agree; why not, in Spin's words (Spin closes the connection instead).
+fn absolute_uri(request: &request::Parts) -> Result<Uri, &'static str> {
+    let from_header = match request.headers.get(HOST) {
+        Some(host) => {
+            let host = host
+                .to_str()
+                .map_err(|_| "'Host' header is not valid UTF-8")?;
+            let authority = host.parse::<Authority>();
+            Some(authority.map_err(|_| "'Host' header contains an invalid authority")?)
+        }
+        None => None,
+    };
+    let authority = match (from_header, request.uri.authority()) {
+        (None, None) => return Err("no 'Host' header present in request"),
+        (Some(header), Some(uri)) if header != *uri => {
+            return Err("authority in 'Host' header does not match authority in URI");
+        }
+        (Some(authority), _) => authority,
+        (None, Some(uri)) => uri.clone(),
+    };
+    let path_and_query = request.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    Uri::builder()
+        .scheme("http")
+        .authority(authority)
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|_| "the request target is not a valid URI")
+}
+
+/// Waits until the client has sent what tells HTTP/1 from HTTP/2, or closed: hyper-util reads
+/// that before hyper's header timer starts, with no timer of its own.
+async fn protocol_known(stream: &tokio::net::TcpStream) {
+    const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut head = [0; H2_PREFACE.len()];
+    loop {
+        match stream.peek(&mut head).await {
+            // Part of the preface, which only more bytes settle; peeking again at once would
+            // see the same bytes, so wait a little first.
+            Ok(n) if n > 0 && n < head.len() && H2_PREFACE.starts_with(&head[..n]) => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            _ => return,
         }
     }
 }

@@ -75,6 +75,8 @@ async fn handle(request: Request) -> impl IntoResponse {
             Err(error) => text(200, format!("error: {error:?}")),
         },
         "/kv" => text(200, key_value(&param("label")).await),
+        // The request's URL as the guest sees it.
+        "/url" => text(200, request.uri().to_string()),
         "/outbound" => {
             let outgoing = Request::get(param("url"))
                 .body(EmptyBody::new())

@@ -115,6 +115,8 @@ async fn respond(request: Request) -> Response {
             text(200, spin.join("\n"))
         }
         "/echo-size" => text(200, request.body().len().to_string()),
+        // The request's URL as the guest sees it.
+        "/url" => text(200, request.uri().to_string()),
         other => text(404, format!("no fixture at {other}")),
     }
 }
