@@ -168,6 +168,37 @@ fn an_instance_whose_guest_often_waits_in_synchronous_host_calls_takes_one_reque
     );
 }
 
+/// With every instance slot taken, each request that needs a new instance waits up to the
+/// queue timeout and gets 503, however many wait together.
+#[test]
+fn requests_that_find_no_free_slot_get_503_after_the_queue_timeout() {
+    let state = tempfile::tempdir().unwrap();
+    let host = one_pool(state.path())
+        .args(["--max-instances", "1", "--queue-timeout", "300ms"])
+        .start();
+    let (refused, blocked) = std::thread::scope(|scope| {
+        // Holds the only instance, and so the only slot, in a synchronous host call.
+        let blocked = scope.spawn(|| get(&host.url("/block?ms=4000")));
+        std::thread::sleep(Duration::from_millis(500));
+        let waiting: Vec<_> = (0..5)
+            .map(|_| {
+                scope.spawn(|| {
+                    let asked = Instant::now();
+                    (get(&host.url("/instance")), asked.elapsed())
+                })
+            })
+            .collect();
+        let refused: Vec<_> = waiting.into_iter().map(|w| w.join().unwrap()).collect();
+        (refused, blocked.join().unwrap())
+    });
+    assert_eq!(blocked.status, 200);
+    for (reply, waited) in refused {
+        assert_eq!(reply.status, 503, "{}", reply.body);
+        assert_eq!(reply.json()["error"]["code"], "overloaded");
+        assert!(waited < Duration::from_millis(1500), "waited {waited:?}");
+    }
+}
+
 #[test]
 fn idle_instances_are_given_requests_oldest_first_so_the_rest_can_expire() {
     let state = tempfile::tempdir().unwrap();

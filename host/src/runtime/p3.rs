@@ -71,6 +71,8 @@ struct Instances {
 /// (about 300 bytes) held 9.5 KiB or more per live instance.
 struct Job {
     deadline: Instant,
+    /// Until when it may wait for an instance slot, should it need a new instance.
+    queued_until: Instant,
     span: tracing::Span,
     request: Request,
     answer: oneshot::Sender<wasmtime::Result<Response>>,
@@ -165,6 +167,7 @@ impl ReusedInstances {
         let (answer, answered) = oneshot::channel();
         pool.dispatch(Box::new(Job {
             deadline,
+            queued_until: deadline.min(Instant::now() + instances.slots.queue_timeout),
             span: tracing::Span::current(),
             request: request.map(|body| body.map_err(|never| match never {}).boxed_unsync()),
             answer,
@@ -273,18 +276,29 @@ impl Pool {
         first: Box<Job>,
         mut received: mpsc::UnboundedReceiver<Box<Job>>,
     ) {
-        match self.instances.instantiate(&seat).await {
+        let mut no_free_slot = false;
+        match self.instances.instantiate(&seat, first.queued_until).await {
             Ok(live) => {
                 if let Err(error) = live.serve(&self, &seat, first, &mut received).await {
                     tracing::debug!("dropping a failed instance: {error:#}");
                 }
             }
-            Err(error) => _ = first.answer.send(Err(error)),
+            Err(error) => {
+                no_free_slot = error.is::<NoFreeSlot>();
+                _ = first.answer.send(Err(error));
+            }
         }
         self.close(&seat);
         received.close();
         while let Ok(job) = received.try_recv() {
-            if !job.answer.is_canceled() {
+            if job.answer.is_canceled() {
+                continue;
+            }
+            // Those that waited behind it for a slot as long as they may are answered now;
+            // the rest wait on, for a slot of their own, until their own time is up.
+            if no_free_slot && Instant::now() >= job.queued_until {
+                _ = job.answer.send(Err(wasmtime::Error::new(NoFreeSlot)));
+            } else {
                 self.dispatch(job);
             }
         }
@@ -336,12 +350,16 @@ impl Seat {
 }
 
 impl Instances {
-    async fn instantiate(&self, seat: &Arc<Seat>) -> wasmtime::Result<Live> {
+    /// A new instance for `seat`, once a slot is free, waiting no later than `queued_until`.
+    /// While it waits, live instances that can take a request are chosen before it.
+    async fn instantiate(&self, seat: &Arc<Seat>, queued_until: Instant) -> wasmtime::Result<Live> {
+        seat.running.store(false, Relaxed);
         let slot = self
             .slots
-            .take(Instant::now() + self.slots.queue_timeout)
+            .take(queued_until)
             .await
             .map_err(|_| wasmtime::Error::new(NoFreeSlot))?;
+        seat.running.store(true, Relaxed);
         let state = InstanceState::new(&self.context, self.stores.clone(), self.observer.clone());
         let mut store = Store::new(&self.engine, state);
         // Hand the thread back every tick: the instance's task then checks its expiry, which
@@ -420,7 +438,14 @@ impl Live {
                         span,
                         request,
                         answer,
+                        ..
                     } = *job;
+                    // Its client has gone (or its deadline passed) while it waited: starting
+                    // it would only retire the instance when it cannot answer.
+                    if answer.is_canceled() {
+                        seat.unanswered.fetch_sub(1, Relaxed);
+                        return;
+                    }
                     let prepared = accessor.with(|mut store| {
                         let prepared = Prepared::new(
                             store.as_context_mut(),
