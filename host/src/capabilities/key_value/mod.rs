@@ -48,11 +48,13 @@ mod bindings_v3 {
     });
 }
 
-/// How many stores one instance may hold open at once (Spin's `store-table-full`).
-pub const MAX_OPEN_STORES: usize = 256;
+/// How many stores one instance may hold open at once before `store-table-full`: Spin's
+/// runtime builds its tables with `u32::MAX` (its `DEFAULT_STORE_TABLE_CAPACITY` of 256 is
+/// for a constructor it does not run).
+pub const MAX_OPEN_STORES: usize = u32::MAX as usize;
 
-/// How many compare-and-swaps one instance may hold at once, as in Spin.
-pub const MAX_OPEN_SWAPS: usize = 256;
+/// How many compare-and-swaps one instance may hold at once, as in Spin (the same capacity).
+pub const MAX_OPEN_SWAPS: usize = MAX_OPEN_STORES;
 
 /// The most bytes one `get` or `get-keys` returns, as in Spin (128 MiB); a larger answer is
 /// `other("query result exceeds limit of … bytes")`.
@@ -223,6 +225,7 @@ impl KeyValueState {
 }
 
 /// A handle table had no free slot.
+#[derive(Debug, PartialEq)]
 struct TableFull;
 
 /// Puts `item` in the first free slot of `table`, growing it up to `capacity`.
@@ -518,27 +521,28 @@ mod tests {
         assert_eq!(value.as_deref(), Some(&b"v"[..]));
     }
 
+    /// Spin's old default of 256 handles is no limit at run time; a full table is refused.
     #[tokio::test(flavor = "multi_thread")]
-    async fn the_handle_table_is_bounded_and_reuses_freed_slots() {
+    async fn handles_are_not_limited_to_256_and_freed_slots_are_reused() {
         let dir = tempfile::tempdir().unwrap();
         let mut kv = state(&["default"], dir.path());
         let mut handles = Vec::new();
-        for _ in 0..MAX_OPEN_STORES {
+        for _ in 0..300 {
             handles.push(kv.open("default".into()).await.unwrap().unwrap());
         }
-        assert!(matches!(
-            kv.open("default".into()).await.unwrap(),
-            Err(Error::StoreTableFull)
-        ));
-        let freed = handles.pop().unwrap();
+        let freed = handles.swap_remove(7);
         let rep = freed.rep();
         HostStore::drop(&mut kv, freed).await.unwrap();
         assert_eq!(kv.open("default".into()).await.unwrap().unwrap().rep(), rep);
-        let stale = Resource::<key_value::Store>::new_own(MAX_OPEN_STORES as u32 + 7);
+        let stale = Resource::<key_value::Store>::new_own(1_000);
         assert!(
             kv.get(stale, "k".into()).await.is_err(),
             "an unknown handle traps"
         );
+        let mut table = Vec::new();
+        assert_eq!(insert(&mut table, 'a', 2), Ok(0));
+        assert_eq!(insert(&mut table, 'b', 2), Ok(1));
+        assert_eq!(insert(&mut table, 'c', 2), Err(TableFull));
     }
 
     #[tokio::test(flavor = "multi_thread")]

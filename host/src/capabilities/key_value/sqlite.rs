@@ -12,7 +12,7 @@
 use super::{Error, backend_error, count_key, count_pair};
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -21,7 +21,8 @@ use tokio::sync::oneshot;
 const MAX_WRITES_PER_COMMIT: usize = 512;
 
 pub struct SqliteDb {
-    open_uri: String,
+    /// What each connection opens: the file's path, or the URI of a shared in-memory database.
+    location: PathBuf,
     writer: mpsc::Sender<Write>,
     readers: Mutex<Vec<Connection>>,
 }
@@ -65,17 +66,17 @@ impl SqliteDb {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create the directory {}", dir.display()))?;
         }
-        SqliteDb::open(format!("file:{}", path.display()))
+        SqliteDb::open(plain_path(path))
             .with_context(|| format!("cannot open the key-value database {}", path.display()))
     }
 
     /// A private in-memory database (`type = "spin"` without a `path`, as in Spin).
     pub fn open_in_memory(name: &str) -> Result<SqliteDb> {
-        SqliteDb::open(format!("file:greeter-kv-{name}?mode=memory&cache=shared"))
+        SqliteDb::open(format!("file:greeter-kv-{name}?mode=memory&cache=shared").into())
     }
 
-    fn open(open_uri: String) -> Result<SqliteDb> {
-        let writer = connect(&open_uri, BUSY_TIMEOUT)?;
+    fn open(location: PathBuf) -> Result<SqliteDb> {
+        let writer = connect(&location, BUSY_TIMEOUT)?;
         writer.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
@@ -91,7 +92,7 @@ impl SqliteDb {
             .name("kv-sqlite-writer".into())
             .spawn(move || run_writer(writer, receiver))?;
         Ok(SqliteDb {
-            open_uri,
+            location,
             writer: sender,
             readers: Mutex::new(Vec::new()),
         })
@@ -226,7 +227,7 @@ impl SqliteDb {
         let pooled = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
         match pooled {
             Some(conn) => Ok(conn),
-            None => connect_reader(&self.open_uri).map_err(backend_error),
+            None => connect_reader(&self.location).map_err(backend_error),
         }
     }
 
@@ -259,13 +260,23 @@ fn is_busy(error: &rusqlite::Error) -> bool {
     error.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
 }
 
+/// `path` as SQLite opens a plain path, as Spin opens it: SQLite reads a name as a URI (where
+/// `?` and `#` mean something) only if it begins with `file:`.
+fn plain_path(path: &Path) -> PathBuf {
+    if path.to_string_lossy().starts_with("file:") {
+        Path::new(".").join(path)
+    } else {
+        path.to_owned()
+    }
+}
+
 /// A connection whose statements wait up to `busy_timeout` for a locked file.
-fn connect(uri: &str, busy_timeout: Duration) -> rusqlite::Result<Connection> {
+fn connect(location: &Path, busy_timeout: Duration) -> rusqlite::Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_URI
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(uri, flags)?;
+    let conn = Connection::open_with_flags(location, flags)?;
     conn.busy_timeout(busy_timeout)?;
     Ok(conn)
 }
@@ -277,8 +288,8 @@ fn connect(uri: &str, busy_timeout: Duration) -> rusqlite::Result<Connection> {
 /// to shared-cache connections, so file databases read as before). A read may then see a
 /// batch before its commit, which for a database in memory only an out-of-memory error would
 /// roll back.
-fn connect_reader(uri: &str) -> rusqlite::Result<Connection> {
-    let conn = connect(uri, Duration::ZERO)?;
+fn connect_reader(location: &Path) -> rusqlite::Result<Connection> {
+    let conn = connect(location, Duration::ZERO)?;
     conn.pragma_update(None, "read_uncommitted", true)?;
     Ok(conn)
 }
@@ -405,6 +416,22 @@ mod tests {
             };
             self.apply(store, change).await.map(drop)
         }
+    }
+
+    /// A path is a path, as Spin opens it, not a URI where `?` or `#` would end it.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_path_with_uri_characters_names_that_file() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["kv#1.db", "kv?mode=memory", "kv%41.db", "file:kv.db"] {
+            let db = open(&dir.path().join(name));
+            db.set("s", "k".into(), Some(b"v".to_vec())).await.unwrap();
+            assert!(dir.path().join(name).is_file(), "{name}");
+        }
+        assert_eq!(
+            plain_path(Path::new("file:kv.db")),
+            Path::new("./file:kv.db")
+        );
+        assert_eq!(plain_path(Path::new("kv.db")), Path::new("kv.db"));
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -564,7 +591,7 @@ mod tests {
             .unwrap();
         // Readers only: `open` would itself wait for the lock.
         let db = Arc::new(SqliteDb {
-            open_uri: format!("file:{}", path.display()),
+            location: path.clone(),
             writer: mpsc::channel().0,
             readers: Mutex::new(Vec::new()),
         });
