@@ -18,6 +18,8 @@ pub enum ErrorCode {
     InvalidJson,
     /// 400: a path or query parameter is missing, malformed or out of range.
     InvalidParameter,
+    /// 400: the body broke off, or was not framed as its headers said.
+    InvalidBody,
     /// 404: no such path, or no such greeting.
     NotFound,
     /// 405: the path exists, the method does not (see the `Allow` header).
@@ -45,7 +47,7 @@ pub enum ErrorCode {
 impl ErrorCode {
     pub fn status(self) -> u16 {
         match self {
-            Self::InvalidJson | Self::InvalidParameter => 400,
+            Self::InvalidJson | Self::InvalidParameter | Self::InvalidBody => 400,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::PayloadTooLarge => 413,

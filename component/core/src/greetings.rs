@@ -49,11 +49,11 @@ pub struct Greeting {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GreetingInput {
-    /// Not blank, and without control characters.
+    /// Not blank, and without control characters or line separators.
     #[schema(
         min_length = 1,
         max_length = 64,
-        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$",
+        pattern = r"^[^\x00-\x1F\x7F-\x9F\u2028\u2029]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F\u2028\u2029]*$",
         example = "Ada"
     )]
     pub name: String,

@@ -95,9 +95,10 @@ pub async fn read_body<E: Display>(
     while body.len() <= BODY_MAX_BYTES {
         match next_chunk().await {
             Some(Ok(chunk)) => body.extend(chunk),
+            // The client's doing: a body cut short, or not framed as it said.
             Some(Err(error)) => {
                 let message = format!("The request body could not be read: {error}.");
-                return Err(ApiError::new(ErrorCode::InternalError, message).into_response());
+                return Err(ApiError::new(ErrorCode::InvalidBody, message).into_response());
             }
             None => break,
         }
@@ -193,7 +194,12 @@ mod tests {
     }
 
     #[test]
-    fn a_broken_body_is_a_500() {
-        assert_eq!(read(vec![Ok(b"ab".to_vec()), Err("reset")]), Err(500));
+    fn a_broken_body_is_the_clients_error() {
+        let mut chunks = vec![Ok(b"ab".to_vec()), Err("reset")].into_iter();
+        let Err(response) = block_on(read_body("POST", async || chunks.next())) else {
+            panic!("a broken body was read");
+        };
+        assert_eq!(crate::fakes::error_code(&response), "invalid_body");
+        assert_eq!(response.status, 400);
     }
 }

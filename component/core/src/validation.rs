@@ -75,17 +75,21 @@ pub fn check_length(
 }
 
 /// Fails with `code` unless `value` is a name: [`NAME_CHARS`] long, not blank, and without
-/// control characters (a name is shown in a line of text: a newline or escape in it would
-/// break that line or forge another).
+/// control characters or line separators (a name is shown in a line of text: a newline or
+/// escape in it would break that line or forge another). Blank is the OpenAPI pattern's `\s`,
+/// ECMAScript's: Unicode's white space and the byte-order mark.
 pub fn check_name(value: &str, code: ErrorCode) -> Result<(), ApiError> {
     check_length("name", value, NAME_CHARS, code)?;
-    if value.chars().all(char::is_whitespace) {
+    if value.chars().all(|c| c.is_whitespace() || c == '\u{FEFF}') {
         return Err(ApiError::new(code, "name must not be blank."));
     }
-    if value.chars().any(char::is_control) {
+    if value
+        .chars()
+        .any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
+    {
         return Err(ApiError::new(
             code,
-            "name must not contain control characters.",
+            "name must not contain control characters or line separators.",
         ));
     }
     Ok(())
@@ -198,17 +202,24 @@ mod tests {
         for name in ["Ada", " Ada ", "Jürgen M+N", "李", "a\u{200B}"] {
             assert_eq!(check(name), Ok(()), "{name:?}");
         }
-        for blank in [" ", "\t", "   ", "\u{3000}\u{A0}"] {
+        for blank in [" ", "\t", "   ", "\u{3000}\u{A0}", "\u{FEFF}"] {
             assert_eq!(
                 check(blank),
                 Err("name must not be blank.".into()),
                 "{blank:?}"
             );
         }
-        for controlled in ["Ada\n", "A\u{0}da", "\u{1B}[31mAda", "Ada\u{85}"] {
+        for controlled in [
+            "Ada\n",
+            "A\u{0}da",
+            "\u{1B}[31mAda",
+            "Ada\u{85}",
+            "Ada\u{2028}Eve",
+            "Ada\u{2029}",
+        ] {
             assert_eq!(
                 check(controlled),
-                Err("name must not contain control characters.".into()),
+                Err("name must not contain control characters or line separators.".into()),
                 "{controlled:?}"
             );
         }

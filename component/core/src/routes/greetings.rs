@@ -1,6 +1,6 @@
 //! `/api/greetings`: create, list, read, replace and delete stored greetings.
 
-use crate::errors::{ApiError, ErrorBody};
+use crate::errors::{ApiError, ErrorBody, ErrorCode};
 use crate::greetings::{self, Greeting, GreetingInput, GreetingPage};
 use crate::http::{JSON, Response};
 use crate::pagination::PageRequest;
@@ -16,7 +16,7 @@ use crate::validation::json_body;
     responses(
         (status = 201, description = "The stored greeting; `Location` is its URL", body = Greeting,
             headers(("location" = String, description = "`/api/greetings/{id}`"))),
-        (status = 400, description = "`invalid_json`", body = ErrorBody),
+        (status = 400, description = "`invalid_json`, or `invalid_body`: the body broke off", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
         (status = 422, description = "`validation_failed`", body = ErrorBody),
@@ -63,7 +63,7 @@ pub async fn list_greetings(call: &Call<'_>) -> Result<Response, ApiError> {
     )
 )]
 pub async fn get_greeting(call: &Call<'_>) -> Result<Response, ApiError> {
-    let greeting = greetings::find(call.platform.store, &call.path_param("id")?).await?;
+    let greeting = greetings::find(call.platform.store, &id_param(call)?).await?;
     Ok(Response::json(200, &greeting))
 }
 
@@ -76,7 +76,7 @@ pub async fn get_greeting(call: &Call<'_>) -> Result<Response, ApiError> {
     request_body = GreetingInput,
     responses(
         (status = 200, description = "The greeting as stored now", body = Greeting),
-        (status = 400, description = "`invalid_json`", body = ErrorBody),
+        (status = 400, description = "`invalid_json`, or `invalid_body`: the body broke off", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
@@ -86,7 +86,7 @@ pub async fn get_greeting(call: &Call<'_>) -> Result<Response, ApiError> {
 )]
 pub async fn replace_greeting(call: &Call<'_>) -> Result<Response, ApiError> {
     let input = json_body(call.request)?;
-    let greeting = greetings::replace(call.platform, &call.path_param("id")?, input).await?;
+    let greeting = greetings::replace(call.platform, &id_param(call)?, input).await?;
     Ok(Response::json(200, &greeting))
 }
 
@@ -103,8 +103,15 @@ pub async fn replace_greeting(call: &Call<'_>) -> Result<Response, ApiError> {
     )
 )]
 pub async fn delete_greeting(call: &Call<'_>) -> Result<Response, ApiError> {
-    greetings::delete(call.platform, &call.path_param("id")?).await?;
+    greetings::delete(call.platform, &id_param(call)?).await?;
     Ok(Response::with_content_type(204, JSON, Vec::new()))
+}
+
+/// The path's `{id}`. One that is not UTF-8 once decoded is no greeting's id, a 404 as for
+/// any other id that is not a ULID.
+fn id_param(call: &Call<'_>) -> Result<String, ApiError> {
+    call.path_param("id")
+        .map_err(|_| ApiError::new(ErrorCode::NotFound, "No greeting has that id."))
 }
 
 #[cfg(test)]
@@ -256,7 +263,7 @@ mod tests {
             "not_found",
         );
         assert_error(&app.get("/api/greetings/not-an-id"), 404, "not_found");
-        assert_error(&app.get("/api/greetings/%FF"), 400, "invalid_parameter");
+        assert_error(&app.get("/api/greetings/%FF"), 404, "not_found");
         let response = app.get("/api/greetings/nope");
         assert_eq!(
             body_text(&response),

@@ -32,10 +32,10 @@ pub async fn root(_: &Call<'_>) -> Result<Response, ApiError> {
     get,
     path = "/hello/{name}",
     tag = "hello",
-    params(("name" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$", description = "Who to greet, percent-encoded; not blank, without control characters")),
+    params(("name" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1F\x7F-\x9F\u2028\u2029]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F\u2028\u2029]*$", description = "Who to greet, percent-encoded; not blank, without control characters or line separators")),
     responses(
         (status = 200, description = "`Hello, {name}!`", body = Hello),
-        (status = 400, description = "`invalid_parameter`: the name is empty, too long, blank, holds control characters or is not UTF-8", body = ErrorBody),
+        (status = 400, description = "`invalid_parameter`: the name is empty, too long, blank, holds control characters or line separators, or is not UTF-8", body = ErrorBody),
     )
 )]
 pub async fn hello(call: &Call<'_>) -> Result<Response, ApiError> {

@@ -16,7 +16,7 @@ use crate::uploads::{self, Upload};
         description = "The object's size in bytes, 1024 when not given")),
     responses(
         (status = 201, description = "The stored object", body = Upload),
-        (status = 400, description = "`invalid_parameter`: bytes is not a whole number from 1 to 1048576", body = ErrorBody),
+        (status = 400, description = "`invalid_parameter`: bytes is not a whole number from 1 to 1048576; `invalid_body`: the body broke off", body = ErrorBody),
         (status = 502, description = "`upstream_error`: S3 refused, the message has its code (`NoSuchBucket`, `InvalidAccessKeyId`, `SignatureDoesNotMatch`, ...); `upstream_unavailable`: S3 cannot be reached", body = ErrorBody),
         (status = 503, description = "`not_configured`: names the empty or invalid Spin variables", body = ErrorBody),
         (status = 504, description = "`upstream_timeout`: S3 did not answer in time", body = ErrorBody),

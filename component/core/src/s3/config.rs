@@ -160,7 +160,8 @@ pub fn query_string(pairs: &[(&str, &str)]) -> String {
 
 /// (scheme, `host[:port]`, path without a trailing `/`) of `http[s]://host[:port][/path]`,
 /// read with the `http` crate's URI parser (so `[2001:db8::1]:8080` works); `None` for
-/// anything else (user info, a query, no host).
+/// anything else (user info, a query, no host). The scheme's default port is dropped: the
+/// `Host` header goes out as written here, and S3 signs it without one.
 fn parse_endpoint(endpoint: &str) -> Option<(String, String, String)> {
     let uri: http::Uri = endpoint.parse().ok()?;
     let scheme = uri.scheme_str()?.to_ascii_lowercase();
@@ -172,9 +173,15 @@ fn parse_endpoint(endpoint: &str) -> Option<(String, String, String)> {
     if uri.query().is_some() || endpoint.ends_with('?') {
         return None;
     }
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    let authority = if authority.port_u16() == Some(default_port) {
+        authority.host()
+    } else {
+        authority.as_str()
+    };
     Some((
         scheme,
-        authority.as_str().to_ascii_lowercase(),
+        authority.to_ascii_lowercase(),
         uri.path().trim_end_matches('/').to_owned(),
     ))
 }
@@ -277,6 +284,18 @@ mod tests {
             config.object_url("k"),
             "https://gateway.example:8443/storage/uploads/k"
         );
+    }
+
+    #[test]
+    fn the_schemes_default_port_is_left_out_as_s3_signs_the_host() {
+        for (endpoint, origin) in [
+            ("https://s3.amazonaws.com:443", "https://s3.amazonaws.com"),
+            ("http://minio.example:80/", "http://minio.example"),
+            ("http://minio.example:443", "http://minio.example:443"),
+            ("http://[::1]:80", "http://[::1]"),
+        ] {
+            assert_eq!(config(&[("s3_endpoint", endpoint)]).origin(), origin);
+        }
     }
 
     #[test]
