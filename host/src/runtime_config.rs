@@ -1,8 +1,9 @@
 //! `runtime-config.toml`, Spin's file for where an app's resources live and where its
 //! variables come from. Only the sections this host implements are accepted; anything else is
-//! an error naming the key, so a setting is never silently ignored (Spin likewise rejects keys
-//! no part of it uses). spin-operator writes this file for every SpinApp: an environment
-//! variables provider, and the key-value stores of `spec.runtimeConfig`.
+//! an error naming the key, so a setting is never silently ignored (Spin rejects top-level
+//! keys no part of it uses; inside a section it ignores what it does not know, this host
+//! refuses it). spin-operator writes this file for every SpinApp: an environment variables
+//! provider, and the key-value stores of `spec.runtimeConfig`.
 
 use crate::capabilities::key_value::StoreConfig;
 use crate::capabilities::variables::EnvProvider;
@@ -16,11 +17,18 @@ pub struct RuntimeConfig {
     pub key_value_stores: HashMap<String, StoreConfig>,
     /// Before Spin's default provider, in the file's order.
     pub variable_providers: Vec<EnvProvider>,
+    /// `state_dir`, unless `--state-dir` is given: `Some(None)` for `""`, no state directory
+    /// (store `default` in memory). Relative to the working directory, as in Spin.
+    pub state_dir: Option<Option<PathBuf>>,
+    /// `max_instance_memory` in bytes, unless `--max-instance-memory` is given.
+    pub max_instance_memory: Option<usize>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    state_dir: Option<PathBuf>,
+    max_instance_memory: Option<usize>,
     #[serde(default)]
     key_value_store: HashMap<String, RawStore>,
     /// Spin reads `variables_provider`, or `config_provider` (its older name) without it.
@@ -91,9 +99,19 @@ impl RuntimeConfig {
                 (label, config)
             })
             .collect();
+        let state_dir = match raw.state_dir {
+            Some(dir) if dir.as_os_str().is_empty() => Some(None),
+            Some(dir) => Some(Some(
+                std::path::absolute(&dir)
+                    .with_context(|| format!("state_dir {}", dir.display()))?,
+            )),
+            None => None,
+        };
         Ok(RuntimeConfig {
             key_value_stores,
             variable_providers,
+            state_dir,
+            max_instance_memory: raw.max_instance_memory,
         })
     }
 }
@@ -198,6 +216,17 @@ mod tests {
             parse("[[variables_provider]]\ntype = 'vault'\n").unwrap_err()
         );
         assert!(error.contains("vault"), "{error}");
+    }
+
+    #[test]
+    fn state_dir_and_max_instance_memory_are_read_as_spin_reads_them() {
+        let config = parse("state_dir = \"data\"\nmax_instance_memory = 1048576\n").unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(config.state_dir, Some(Some(cwd.join("data"))));
+        assert_eq!(config.max_instance_memory, Some(1 << 20));
+        assert_eq!(parse("state_dir = \"\"\n").unwrap().state_dir, Some(None));
+        assert_eq!(parse("").unwrap(), RuntimeConfig::default());
+        assert!(parse("max_instance_memory = -1\n").is_err());
     }
 
     #[test]

@@ -39,6 +39,65 @@ fn variables_come_from_defaults_and_spin_variable_env_vars() {
     assert_eq!(query(&host, "/variable?name=greeting"), "hello from faulty");
 }
 
+/// As `spin up` takes them: `--variable` before every provider (a later value of a name
+/// wins), and `--key-value` written to store `default` before serving.
+#[test]
+fn variables_and_key_values_from_the_command_line() {
+    let state = tempfile::tempdir().unwrap();
+    let toml = state.path().join("vars.toml");
+    std::fs::write(&toml, "greeting = \"from a file\"\n").unwrap();
+    let host = faulty_host(state.path())
+        .env("SPIN_VARIABLE_GREETING", "from the environment")
+        .args(["--variable", "greeting=first"])
+        .arg("--variable")
+        .arg(format!("@{}", toml.display()))
+        .args(["--key-value", "motd=hello=world", "--key-value", "empty="])
+        .start();
+    assert_eq!(
+        query(&host, "/variable?name=greeting"),
+        "from a file from faulty"
+    );
+    assert_eq!(query(&host, "/kv-get?key=motd"), "hello=world");
+    assert_eq!(query(&host, "/kv-get?key=empty"), "");
+    drop(host);
+    let builder = faulty_host(state.path()).args(["--variable", "greeting"]);
+    let (status, stderr) = run_to_exit(builder);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("'key=value' or '@file'"), "{stderr}");
+}
+
+/// The runtime config's `state_dir` and `max_instance_memory`, as Spin reads them, unless the
+/// flags say otherwise.
+#[test]
+fn the_runtime_config_sets_the_state_dir_and_instance_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("from-config");
+    let config = dir.path().join("runtime-config.toml");
+    let text = format!(
+        "state_dir = \"{}\"\nmax_instance_memory = {}\n",
+        state.display(),
+        16 << 20
+    );
+    std::fs::write(&config, text).unwrap();
+    let manifest = faulty_manifest();
+    let host = HostBuilder::exactly(["up".as_ref(), "--from".as_ref(), manifest.as_os_str()])
+        .args(["--listen", "127.0.0.1:0", "--runtime-config-file"])
+        .arg(&config)
+        .env("SPIN_VARIABLE_SECRET_TOKEN", "s3cr3t")
+        .start();
+    assert_eq!(query(&host, "/kv?label=default"), "opened");
+    assert!(state.join("sqlite_key_value.db").is_file());
+    assert_eq!(query(&host, "/grow?mb=4"), (4 << 20).to_string());
+    assert_eq!(get(&host.url("/grow?mb=32")).status, 500);
+    drop(host);
+    let flags = faulty_host(dir.path())
+        .arg("--runtime-config-file")
+        .arg(&config)
+        .args(["--max-instance-memory", "64MiB"])
+        .start();
+    assert_eq!(query(&flags, "/grow?mb=32"), (32 << 20).to_string());
+}
+
 #[test]
 fn a_missing_required_variable_stops_the_start() {
     let state = tempfile::tempdir().unwrap();

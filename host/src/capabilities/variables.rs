@@ -169,10 +169,12 @@ impl Template {
 pub struct AppVariables(BTreeMap<String, String>);
 
 impl AppVariables {
-    /// `declared` gives each variable's name and manifest default; `providers` (then Spin's
-    /// default provider) override it, reading the process environment through `env`.
+    /// `declared` gives each variable's name and manifest default; `given` (`--variable`,
+    /// by exact name), then `providers` (then Spin's default provider) override it, the
+    /// providers reading the process environment through `env`.
     pub fn resolve<'a>(
         declared: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+        given: &BTreeMap<String, String>,
         providers: &[EnvProvider],
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<AppVariables> {
@@ -181,9 +183,11 @@ impl AppVariables {
         let mut values = BTreeMap::new();
         let mut missing = Vec::new();
         for (name, default) in declared {
-            let provided = chain
-                .iter()
-                .find_map(|provider| provider.lookup(name, &env));
+            let provided = given.get(name).cloned().or_else(|| {
+                chain
+                    .iter()
+                    .find_map(|provider| provider.lookup(name, &env))
+            });
             match provided.or_else(|| default.map(str::to_string)) {
                 Some(value) => {
                     values.insert(name.to_string(), value);
@@ -298,7 +302,13 @@ mod tests {
     }
 
     fn app() -> AppVariables {
-        AppVariables::resolve(DECLARED, &[], env(&[("SPIN_VARIABLE_TOKEN", "t")])).unwrap()
+        AppVariables::resolve(
+            DECLARED,
+            &BTreeMap::new(),
+            &[],
+            env(&[("SPIN_VARIABLE_TOKEN", "t")]),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -330,6 +340,7 @@ mod tests {
     fn environment_overrides_defaults() {
         let app = AppVariables::resolve(
             DECLARED,
+            &BTreeMap::new(),
             &[],
             env(&[
                 ("SPIN_VARIABLE_BUCKET", "logs"),
@@ -343,12 +354,12 @@ mod tests {
 
     #[test]
     fn missing_required_variables_name_their_env_var() {
-        let error = AppVariables::resolve(DECLARED, &[], env(&[])).unwrap_err();
+        let error = AppVariables::resolve(DECLARED, &BTreeMap::new(), &[], env(&[])).unwrap_err();
         assert!(error.to_string().contains("SPIN_VARIABLE_TOKEN"), "{error}");
     }
 
     #[test]
-    fn providers_come_first_in_order_and_join_prefix_and_name_with_an_underscore() {
+    fn the_command_line_then_providers_in_order_and_prefixes_joined_with_an_underscore() {
         let dotenv = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(
             dotenv.path(),
@@ -360,8 +371,10 @@ mod tests {
             EnvProvider::new(Some("SPIN_VARIABLE_"), None),
             EnvProvider::new(Some("APP"), Some(dotenv.path())),
         ];
+        let given = BTreeMap::from([("token".to_owned(), "from-the-command-line".to_owned())]);
         let app = AppVariables::resolve(
             DECLARED,
+            &given,
             &configured,
             env(&[
                 ("APP_BUCKET", "from-env"),
@@ -378,7 +391,10 @@ mod tests {
             app.0["region"], "eu-west-1",
             "the dotenv file before the default"
         );
-        assert_eq!(app.0["token"], "t", "Spin's default provider last");
+        assert_eq!(
+            app.0["token"], "from-the-command-line",
+            "--variable before every provider"
+        );
         let missing = EnvProvider::new(Some("APP"), Some(Path::new("/nonexistent/.env")));
         assert_eq!(missing.lookup("region", &env(&[])), None);
     }

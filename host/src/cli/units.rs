@@ -1,7 +1,11 @@
-//! The values the command line takes: durations, sizes, `KEY=VALUE` pairs, addresses.
+//! The values the command line takes: durations, sizes, `KEY=VALUE` pairs, addresses,
+//! variable sources.
 
 use crate::runtime::Range;
+use anyhow::{Context, Result};
+use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// `host:port` as Spin reads `--listen`: a name may resolve to several addresses; the
@@ -24,6 +28,64 @@ pub fn parse_key_value(text: &str) -> Result<(String, String), String> {
         Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
         _ => Err(format!("expected KEY=VALUE, got {text:?}")),
     }
+}
+
+/// Where `--variable` takes values from, as Spin reads it: `name=value`, `name=@file` (the
+/// file's text), or `@file.json` / `@file.toml` (a table of names and string values).
+#[derive(Debug, Clone, PartialEq)]
+pub enum VariableSource {
+    Literal(String, String),
+    FileContent(String, PathBuf),
+    JsonFile(PathBuf),
+    TomlFile(PathBuf),
+}
+
+/// Spin's forms and wording.
+pub fn parse_variable_source(text: &str) -> Result<VariableSource, String> {
+    if let Some(path) = text.strip_prefix('@') {
+        let path = PathBuf::from(path);
+        return match path.extension().and_then(|e| e.to_str()) {
+            Some("json") => Ok(VariableSource::JsonFile(path)),
+            Some("toml") => Ok(VariableSource::TomlFile(path)),
+            _ => Err("variable files must end in .json or .toml".into()),
+        };
+    }
+    match text.split_once('=') {
+        Some((name, value)) => Ok(match value.strip_prefix('@') {
+            Some(path) => VariableSource::FileContent(name.into(), path.into()),
+            None => VariableSource::Literal(name.into(), value.into()),
+        }),
+        None => Err("variables must be in the form 'key=value' or '@file'".into()),
+    }
+}
+
+/// The values of `sources`, read in order: a later value of a name replaces an earlier one.
+pub fn read_variables(sources: &[VariableSource]) -> Result<BTreeMap<String, String>> {
+    let read = |path: &PathBuf| {
+        std::fs::read_to_string(path).with_context(|| format!("Failed to read {path:?}."))
+    };
+    let mut values = BTreeMap::new();
+    for source in sources {
+        match source {
+            VariableSource::Literal(name, value) => {
+                values.insert(name.clone(), value.clone());
+            }
+            VariableSource::FileContent(name, path) => {
+                values.insert(name.clone(), read(path)?);
+            }
+            VariableSource::JsonFile(path) => {
+                let table: HashMap<String, String> = serde_json::from_str(&read(path)?)
+                    .with_context(|| format!("Failed to parse JSON from {path:?}."))?;
+                values.extend(table);
+            }
+            VariableSource::TomlFile(path) => {
+                let table: HashMap<String, String> = toml::from_str(&read(path)?)
+                    .with_context(|| format!("Failed to parse TOML from {path:?}."))?;
+                values.extend(table);
+            }
+        }
+    }
+    Ok(values)
 }
 
 /// `30s`, `500ms`, `2m`, or a bare number of seconds.
@@ -120,5 +182,55 @@ mod tests {
         assert_eq!(parse_key_value("A=b=c"), Ok(("A".into(), "b=c".into())));
         assert!(parse_key_value("=x").is_err());
         assert!(parse_key_value("novalue").is_err());
+    }
+
+    #[test]
+    fn variables_come_from_the_command_line_and_files_in_spins_forms() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            format!("{}", path.display())
+        };
+        let token = file("token.txt", "s3cret\n");
+        let json = file(
+            "vars.json",
+            r#"{"bucket": "from-json", "region": "eu-west-1"}"#,
+        );
+        let toml = file("vars.toml", "bucket = \"from-toml\"\n");
+        let sources: Vec<VariableSource> = [
+            "bucket=literal".to_owned(),
+            format!("token=@{token}"),
+            format!("@{json}"),
+            format!("@{toml}"),
+            "empty=".to_owned(),
+        ]
+        .iter()
+        .map(|text| parse_variable_source(text).unwrap())
+        .collect();
+        let values = read_variables(&sources).unwrap();
+        let expected = [
+            ("bucket", "from-toml"),
+            ("empty", ""),
+            ("region", "eu-west-1"),
+            ("token", "s3cret\n"),
+        ];
+        let expected: BTreeMap<String, String> = expected
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(values, expected);
+        assert_eq!(
+            parse_variable_source("nope"),
+            Err("variables must be in the form 'key=value' or '@file'".into())
+        );
+        assert_eq!(
+            parse_variable_source("@vars.yaml"),
+            Err("variable files must end in .json or .toml".into())
+        );
+        let missing = parse_variable_source("@/nonexistent/vars.json").unwrap();
+        assert!(read_variables(&[missing]).is_err());
+        let bad = parse_variable_source(&format!("@{}", file("bad.json", "[1]"))).unwrap();
+        assert!(read_variables(&[bad]).is_err());
     }
 }

@@ -4,8 +4,8 @@
 
 use super::source::{AppSource, LoadedApp};
 use super::units::{
-    parse_bytes, parse_duration, parse_duration_range, parse_key_value, parse_listen_address,
-    parse_usize_range,
+    VariableSource, parse_bytes, parse_duration, parse_duration_range, parse_key_value,
+    parse_listen_address, parse_usize_range, parse_variable_source, read_variables,
 };
 use super::{LogFormat, block_on, init_logging};
 use crate::app::{App, retain_components};
@@ -35,6 +35,10 @@ use tokio::net::TcpListener;
 
 /// Spin's fallback for `--component-id`, as SpinKube's shim reads it: ids separated by commas.
 const COMPONENTS_TO_RETAIN_VARIABLE: &str = "SPIN_COMPONENTS_TO_RETAIN";
+
+/// Linear memory per instance unless the flag or the runtime config says otherwise (Spin
+/// sets no limit of its own).
+const DEFAULT_MAX_INSTANCE_MEMORY: usize = 128 << 20;
 
 #[derive(Parser)]
 pub struct UpArgs {
@@ -77,6 +81,14 @@ pub struct UpArgs {
     /// Environment variables for every component, KEY=VALUE.
     #[arg(short = 'e', long = "env", value_parser = parse_key_value)]
     env: Vec<(String, String)>,
+    /// An app variable, before every provider (repeat the flag; a later value of a name
+    /// wins).
+    #[arg(long, value_parser = parse_variable_source, value_name = "KEY=VALUE | KEY=@FILE | @FILE.json | @FILE.toml")]
+    variable: Vec<VariableSource>,
+    /// A key and value to set in store `default` before serving (repeat the flag); an
+    /// existing value is overwritten.
+    #[arg(long = "key-value", value_parser = parse_key_value, value_name = "KEY=VALUE")]
+    key_values: Vec<(String, String)>,
     /// Serve Prometheus metrics at /metrics on this address.
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
@@ -85,9 +97,10 @@ pub struct UpArgs {
     /// Wall-clock deadline per request (e.g. 30s, 500ms).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     request_timeout: Duration,
-    /// Linear memory per instance (e.g. 128MiB, or bytes as spin-operator sets it).
-    #[arg(long = "max-instance-memory", alias = "max-memory", env = "SPIN_MAX_INSTANCE_MEMORY", default_value = "128MiB", value_parser = parse_bytes)]
-    max_memory: usize,
+    /// Linear memory per instance (e.g. 128MiB, or bytes as spin-operator sets it) [default:
+    /// the runtime config's max_instance_memory, else 128MiB].
+    #[arg(long = "max-instance-memory", alias = "max-memory", env = "SPIN_MAX_INSTANCE_MEMORY", value_parser = parse_bytes)]
+    max_memory: Option<usize>,
     /// Instances alive at once; further requests wait for a free one.
     #[arg(long, default_value_t = 512)]
     max_instances: u32,
@@ -173,22 +186,28 @@ async fn up(args: UpArgs, listeners: Vec<std::net::TcpListener>) -> Result<()> {
     } = args.source()?.load(&args.registry).await?;
     let app = retain_components(app, &args.retained_components())?;
     tracing::info!(app = %app.name, version = %app.version, "loading");
-    let state_dir = args.state_dir.clone().or(default_state_dir);
-    let compile_cache = match &state_dir {
-        Some(dir) => dir.join("cache"),
-        None => compile_cache,
-    };
     let runtime_config = match &args.runtime_config_file {
         Some(path) => RuntimeConfig::load(path)?,
         None => RuntimeConfig::default(),
+    };
+    // The flag, else the runtime config's `state_dir` ("" for none), else the default.
+    let state_dir = match (&args.state_dir, &runtime_config.state_dir) {
+        (Some(dir), _) => Some(dir.clone()),
+        (None, Some(configured)) => configured.clone(),
+        (None, None) => default_state_dir,
+    };
+    let compile_cache = match &state_dir {
+        Some(dir) => dir.join("cache"),
+        None => compile_cache,
     };
     let declared = app
         .variables
         .iter()
         .map(|(name, decl)| (name.as_str(), decl.default.as_deref()));
-    let variables = AppVariables::resolve(declared, &runtime_config.variable_providers, |key| {
-        std::env::var(key).ok()
-    })?;
+    let given = read_variables(&args.variable)?;
+    let providers = &runtime_config.variable_providers;
+    let variables =
+        AppVariables::resolve(declared, &given, providers, |key| std::env::var(key).ok())?;
     let metrics = Arc::new(Metrics::default());
     metrics.instance_slots(args.max_instances);
     let stores = Arc::new(Stores::open(
@@ -196,6 +215,7 @@ async fn up(args: UpArgs, listeners: Vec<std::net::TcpListener>) -> Result<()> {
         state_dir.as_deref(),
         metrics.clone(),
     )?);
+    stores.set_initial(&args.key_values).await?;
 
     // Each component a trigger names is read, then compiled (or loaded from cache) and
     // linked once. Which `wasi:http` they export decides the engine's settings.
@@ -246,7 +266,10 @@ async fn up(args: UpArgs, listeners: Vec<std::net::TcpListener>) -> Result<()> {
     let engine = build_engine(
         &EngineLimits {
             max_instances: args.max_instances,
-            max_memory: args.max_memory,
+            max_memory: args
+                .max_memory
+                .or(runtime_config.max_instance_memory)
+                .unwrap_or(DEFAULT_MAX_INSTANCE_MEMORY),
         },
         workload(worlds, &limits.reuse),
     )?;

@@ -147,6 +147,17 @@ impl Stores {
         })
     }
 
+    /// Sets `pairs` in store `default` before anything is served, as `spin up --key-value`
+    /// does; an existing value is overwritten.
+    pub async fn set_initial(&self, pairs: &[(String, String)]) -> Result<()> {
+        let default = &self.backends["default"];
+        for (key, value) in pairs {
+            let set = default.set(key.clone(), value.clone().into_bytes()).await;
+            set.map_err(|error| anyhow::anyhow!("failed to set key-value pair: {error:?}"))?;
+        }
+        Ok(())
+    }
+
     /// Start-up check of a component's grants, with Spin's wording.
     pub fn check_grants(&self, component: &str, granted: &[String]) -> Result<()> {
         for label in granted {

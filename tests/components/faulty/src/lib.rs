@@ -81,6 +81,20 @@ async fn respond(request: Request) -> Response {
         }
         "/kv" => text(200, open_store(&param("label"))),
         "/kv-wasi" => text(200, wasi_batch(&param("label"))),
+        // The value of `key` in store `default`.
+        "/kv-get" => match spin_sdk::key_value::Store::open_default()
+            .and_then(|store| store.get(&param("key")))
+        {
+            Ok(Some(value)) => text(200, String::from_utf8_lossy(&value).into_owned()),
+            Ok(None) => text(200, "none".into()),
+            Err(error) => text(503, format!("error: {error:?}")),
+        },
+        // Holds `mb` MiB at once: within the memory limit, or a trap.
+        "/grow" => {
+            let mb: usize = param("mb").parse().unwrap_or(1);
+            let hoard = vec![1u8; mb << 20];
+            text(200, std::hint::black_box(hoard).len().to_string())
+        }
         "/kv-keys" => {
             match spin_sdk::key_value::Store::open_default().and_then(|store| store.get_keys()) {
                 Ok(keys) => text(200, keys.len().to_string()),
