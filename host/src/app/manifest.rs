@@ -251,6 +251,14 @@ impl RawComponent {
                 "`allowed_http_hosts` is not part of manifest version 2: use `allowed_outbound_hosts`"
             );
         }
+        for name in self.variables.keys() {
+            check_variable_name(name).context("`variables`")?;
+        }
+        for label in &self.key_value_stores {
+            if spin_id(label, '-', false).is_err() && spin_id(label, '_', false).is_err() {
+                bail!("`key_value_stores`: {label:?}: expected kebab-case or snake_case");
+            }
+        }
         let source = match self.source {
             toml::Value::String(path) => url::Url::from_file_path(dir.join(path))
                 .map_err(|()| anyhow!("`source`: {} is not an absolute path", dir.display()))?,
@@ -361,23 +369,64 @@ impl RawHttpTrigger {
     }
 }
 
-/// Spin's rule for variable names (see `capabilities::variables::check_name`).
+/// Spin's manifest rule for variable names, app and component alike (lowercase snake_case:
+/// each `_`-separated word starts with a letter), and its rule for the names a guest asks
+/// for (see `capabilities::variables::check_name`).
 fn check_variable_name(name: &str) -> Result<()> {
-    check_name(name).map_err(|reason| anyhow!("invalid variable name {reason}"))
+    spin_id(name, '_', true)
+        .map_err(|reason| format!("{name:?}: {reason}"))
+        .and_then(|()| check_name(name))
+        .map_err(|reason| anyhow!("invalid variable name {reason}"))
 }
 
-/// Spin's rule for ids: kebab-case words of lowercase letters and digits.
+/// Spin's rule for component ids: kebab-case.
 fn check_component_id(id: &str) -> Result<()> {
-    let valid = !id.is_empty()
-        && id.split('-').all(|word| {
-            !word.is_empty()
-                && word.starts_with(|c: char| c.is_ascii_lowercase())
-                && word
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        });
-    if !valid {
-        bail!("[component.{id}]: component ids are kebab-case (e.g. `my-component`)");
+    spin_id(id, '-', false).map_err(|reason| {
+        anyhow!("[component.{id}]: component ids are kebab-case (e.g. `my-component`): {reason}")
+    })
+}
+
+/// Spin's ids, with its reasons: words joined by `delimiter`, each starting with an ASCII
+/// letter, of ASCII letters and digits, all lowercase or all uppercase (only lowercase when
+/// `lower`).
+fn spin_id(id: &str, delimiter: char, lower: bool) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("empty".into());
+    }
+    let wrong = if delimiter == '_' { '-' } else { '_' };
+    if id.contains(wrong) {
+        return Err(format!(
+            "words must be separated with {delimiter:?}, not {wrong:?}"
+        ));
+    }
+    for word in id.split(delimiter) {
+        let Some(first) = word.chars().next() else {
+            return Err(format!("{delimiter:?}-separated words must not be empty"));
+        };
+        if !first.is_ascii_alphabetic() {
+            return Err(format!(
+                "{delimiter:?}-separated words must start with an ASCII letter; got {first:?}"
+            ));
+        }
+        if let Some(other) = word.chars().find(|c| !c.is_ascii_alphanumeric()) {
+            return Err(format!(
+                "{delimiter:?}-separated words may only contain alphanumeric ASCII; got {other:?}"
+            ));
+        }
+        let upper = first.is_ascii_uppercase();
+        if word
+            .chars()
+            .any(|c| c.is_ascii_alphabetic() && c.is_ascii_uppercase() != upper)
+        {
+            return Err(format!(
+                "{delimiter:?}-separated words must be all lowercase or all UPPERCASE; got {word:?}"
+            ));
+        }
+        if lower && upper {
+            return Err(format!(
+                "Lower-case identifiers must be all lowercase; got {id:?}"
+            ));
+        }
     }
     Ok(())
 }
@@ -559,9 +608,50 @@ mod tests {
 
     #[test]
     fn component_ids_are_kebab_case() {
-        assert!(check_component_id("my-component2").is_ok());
-        for bad in ["", "My", "a--b", "-a", "a_b", "2a"] {
+        for good in ["my-component2", "API-v2"] {
+            assert!(check_component_id(good).is_ok(), "{good}");
+        }
+        for bad in ["", "My", "a--b", "-a", "a_b", "2a", "a.b"] {
             assert!(check_component_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// Spin's manifest refuses what its runtime rule alone would let through.
+    #[test]
+    fn names_and_labels_follow_spins_manifest_rules() {
+        for (name, reason) in [
+            (
+                "item_2",
+                "'_'-separated words must start with an ASCII letter; got '2'",
+            ),
+            ("my-var", "words must be separated with '_', not '-'"),
+            ("v__x", "'_'-separated words must not be empty"),
+        ] {
+            let error = format!("{:#}", check_variable_name(name).unwrap_err());
+            assert!(error.contains(reason), "{name}: {error}");
+        }
+        assert!(check_variable_name("item_b2").is_ok());
+        let component_variable =
+            MINIMAL.replace("bucket = \"{{ bucket }}\"", "item_2 = \"{{ bucket }}\"");
+        let error = error_of(&component_variable);
+        assert!(
+            error.contains("invalid variable name \"item_2\""),
+            "{error}"
+        );
+        for (labels, ok) in [
+            ("[\"default\", \"my-cache\", \"my_cache\", \"CACHE\"]", true),
+            ("[\"Cache\"]", false),
+            ("[\"cache.v2\"]", false),
+            ("[\"my-cache_x\"]", false),
+            ("[\"\"]", false),
+        ] {
+            let manifest = MINIMAL.replace(
+                "key_value_stores = [\"default\"]",
+                &format!("key_value_stores = {labels}"),
+            );
+            assert_ne!(manifest, MINIMAL);
+            let parsed = parse(&manifest);
+            assert_eq!(parsed.is_ok(), ok, "{labels}: {:?}", parsed.err());
         }
     }
 
