@@ -32,6 +32,23 @@ fn metric(host: &Host, name: &str) -> f64 {
         .sum()
 }
 
+/// The CPU time process `pid` has used, user and system.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name, which is in brackets: utime and stime are the
+    // 12th and 13th of them.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf only reads a constant of the system.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / per_second)
+}
+
 /// faulty-p3 on one serving thread: each serving thread keeps its own instances, and the
 /// kernel spreads connections over the threads, so tests of how one pool gives requests out
 /// keep every request on one.
@@ -258,6 +275,15 @@ fn a_runaway_request_a_memory_bomb_and_a_stray_load_each_cost_their_instance_onl
     let (after_loop, count) = instance(&get(&host.url("/instance")));
     assert_ne!(after_loop, before);
     assert_eq!(count, 1);
+    // The runaway stopped with its request: the host idles.
+    std::thread::sleep(Duration::from_millis(300));
+    let busy = cpu_time(host.pid());
+    std::thread::sleep(Duration::from_secs(1));
+    let spent = cpu_time(host.pid()) - busy;
+    assert!(
+        spent < Duration::from_millis(300),
+        "{spent:?} of CPU while idle"
+    );
 
     let bomb = get(&host.url("/memory"));
     assert_eq!(bomb.status, 500);
