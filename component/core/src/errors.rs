@@ -24,6 +24,8 @@ pub enum ErrorCode {
     NotFound,
     /// 405: the path exists, the method does not (see the `Allow` header).
     MethodNotAllowed,
+    /// 409: other writers kept changing the greeting while it was replaced.
+    Conflict,
     /// 413: the body is larger than [`BODY_MAX_BYTES`](crate::limits::BODY_MAX_BYTES).
     PayloadTooLarge,
     /// 415: a JSON body without `content-type: application/json`.
@@ -50,6 +52,7 @@ impl ErrorCode {
             Self::InvalidJson | Self::InvalidParameter | Self::InvalidBody => 400,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
+            Self::Conflict => 409,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::ValidationFailed => 422,

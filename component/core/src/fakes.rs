@@ -16,14 +16,15 @@ use crate::platform::{
 
 /// A key-value store in memory; `down` makes every call fail like an unreachable Redis,
 /// `calls_left` (when set) lets only that many more calls through, as if the process died
-/// there, and `swaps_report_failure` makes a swap that wrote answer that it did not, as
-/// Spin's Redis store does.
+/// there, `swaps_report_failure` makes a swap that wrote answer that it did not, as Spin's
+/// Redis store does, and `rival_writer` changes the value under a key just before each swap.
 #[derive(Default)]
 pub struct MemoryStore {
     entries: RefCell<BTreeMap<String, Vec<u8>>>,
     pub down: Cell<bool>,
     pub calls_left: Cell<Option<usize>>,
     pub swaps_report_failure: Cell<bool>,
+    pub rival_writer: Cell<bool>,
 }
 
 impl MemoryStore {
@@ -120,6 +121,11 @@ impl KeyValue for MemoryStore {
         expected: &'a [u8],
         value: &'a [u8],
     ) -> Pending<'a, Result<bool, StoreError>> {
+        if self.rival_writer.get()
+            && let Some(current) = self.entries.borrow_mut().get_mut(key)
+        {
+            current.push(b' ');
+        }
         ready(
             self.available()
                 .map(|()| match self.entries.borrow_mut().get_mut(key) {

@@ -159,7 +159,7 @@ pub async fn replace(
             return Ok(stored.greeting);
         }
     }
-    Err(busy(id))
+    Err(conflict(id))
 }
 
 /// Removes the record, then blanks its log entry: a failure in between leaves an entry whose
@@ -263,6 +263,12 @@ fn parse_id(id: &str) -> Result<GreetingId, ApiError> {
 
 fn not_found(id: impl fmt::Display) -> ApiError {
     ApiError::new(ErrorCode::NotFound, format!("No greeting has the id {id}."))
+}
+
+/// Other writers kept replacing the greeting: the client may try again.
+fn conflict(id: GreetingId) -> ApiError {
+    let message = format!("The greeting {id} kept changing while it was replaced; try again.");
+    ApiError::new(ErrorCode::Conflict, message)
 }
 
 fn busy(id: GreetingId) -> ApiError {

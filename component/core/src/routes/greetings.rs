@@ -78,6 +78,7 @@ pub async fn get_greeting(call: &Call<'_>) -> Result<Response, ApiError> {
         (status = 200, description = "The greeting as stored now", body = Greeting),
         (status = 400, description = "`invalid_json`, or `invalid_body`: the body broke off", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`conflict`: other writers kept changing it; try again", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
         (status = 422, description = "`validation_failed`", body = ErrorBody),
@@ -391,6 +392,18 @@ mod tests {
             body_json(&app.get(&format!("/api/greetings/{}", id_of(&new))))["name"],
             "new"
         );
+    }
+
+    #[test]
+    fn a_replace_that_keeps_losing_to_other_writers_is_a_409() {
+        let app = TestApp::new();
+        let path = format!(
+            "/api/greetings/{}",
+            id_of(&create(&app, r#"{"name":"Ada"}"#))
+        );
+        app.store.rival_writer.set(true);
+        let response = app.send_json("PUT", &path, r#"{"name":"Grace"}"#);
+        assert_error(&response, 409, "conflict");
     }
 
     /// Spin's Redis store answers `cas-failed` to every swap, also one that wrote: replacing,
