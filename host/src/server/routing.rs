@@ -7,7 +7,7 @@
 //! segment). Two triggers on the same route: the last one wins and the others are reported
 //! as duplicates that will never be used. Paths under `/.well-known/spin/` are the runtime's.
 
-use anyhow::{Result, anyhow};
+use anyhow::{Result, anyhow, bail};
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -79,6 +79,18 @@ impl Router {
                 Some(prefix) => format!("{prefix}/*"),
                 None => based_route.clone(),
             };
+            // routefinder takes a `*` anywhere (it splits at `/` and `.`) but panics when one
+            // that is not last is matched; Spin would too, on every request it routes.
+            if spec
+                .split(['/', '.'])
+                .rev()
+                .skip(1)
+                .any(|section| section == "*")
+            {
+                bail!(
+                    "Error parsing route {based_route} associated with component {id}: a wildcard (`/...` or `*`) may only end a route"
+                );
+            }
             let handler = Handler {
                 component,
                 raw_route: Arc::from(raw),
@@ -328,6 +340,18 @@ mod tests {
         );
         assert_eq!(r.find("/foo").unwrap().component(), 1);
         assert_eq!(r.routes().count(), 2);
+    }
+
+    #[test]
+    fn a_wildcard_that_does_not_end_its_route_is_refused_at_start() {
+        for route in ["/a/*/b", "/files/*.txt"] {
+            let error = Router::build([(route, 0, "web")]).unwrap_err().to_string();
+            assert!(error.contains("may only end a route"), "{route}: {error}");
+        }
+        for route in ["/a/*", "/a/...", "/...", "/a.b/*"] {
+            let r = Router::build([(route, 0, "web")]).unwrap().0;
+            assert!(r.find("/a/x").is_some() || route == "/a.b/*", "{route}");
+        }
     }
 
     #[test]
