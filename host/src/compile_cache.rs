@@ -3,7 +3,7 @@
 //! Cranelift.
 
 use crate::allocator;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::path::Path;
@@ -49,7 +49,7 @@ pub fn load_component(
     let compiled = compile(engine, source, wasm)?;
     // From the file just written, as a warm start loads it: code and data image then map
     // the page cache instead of being copied into the process.
-    let written = write_atomically(&cached, &compiled)
+    let written = crate::files::write_whole(&cached, &compiled)
         .inspect_err(|error| {
             tracing::warn!(path = %cached.display(), "cannot write the compile cache: {error:#}")
         })
@@ -94,13 +94,4 @@ fn compile(engine: &Engine, source: &Path, wasm: &[u8]) -> Result<Vec<u8>> {
             source.display()
         ))
     })
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().context("cache path has no directory")?;
-    std::fs::create_dir_all(dir)?;
-    let temporary = dir.join(format!(".{}.tmp", std::process::id()));
-    std::fs::write(&temporary, bytes)?;
-    std::fs::rename(&temporary, path)?;
-    Ok(())
 }

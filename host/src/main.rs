@@ -13,6 +13,8 @@ mod cli;
 mod compile_cache;
 /// The wasmtime engine: pooling allocator, epoch interruption.
 mod engine;
+/// Files written whole (temporary file, sync, rename), for every cache.
+mod files;
 /// Prometheus metrics on the admin listener.
 mod metrics;
 /// Spin apps in OCI registries: Spin's artifact layout, cache and credentials.

@@ -179,17 +179,31 @@ fn a_compile_cache_that_cannot_be_written_is_skipped_with_a_warning() {
 }
 
 #[test]
-fn a_manifest_named_from_its_own_directory_starts_with_its_state_beside_it() {
+fn a_manifest_named_from_its_own_directory_keeps_its_state_beside_it_and_its_code_in_the_users_cache()
+ {
     // What `make serve` runs: `up --from spin.toml` in the app's directory.
     let dir = tempfile::tempdir().unwrap();
     write_manifest(dir.path(), &fixture_manifest_text());
     let args = ["up", "--from", "spin.toml", "--listen", "127.0.0.1:0"];
-    let mut builder =
-        HostBuilder::exactly(args.map(std::ffi::OsStr::new)).env("SPIN_VARIABLE_SECRET_TOKEN", "t");
+    let user_cache = tempfile::tempdir().unwrap();
+    // A compile cache shipped with the app, which must never be loaded: native code.
+    std::fs::create_dir_all(dir.path().join(".greeter/cache")).unwrap();
+    let mut builder = HostBuilder::exactly(args.map(std::ffi::OsStr::new))
+        .env("SPIN_VARIABLE_SECRET_TOKEN", "t")
+        .env("XDG_CACHE_HOME", user_cache.path().to_str().unwrap());
     builder.command_mut().current_dir(dir.path());
     let host = builder.start();
-    assert_eq!(get(&host.url("/ok")).status, 200);
+    assert_eq!(get(&host.url("/kv?label=default")).body, "opened");
     drop(host);
-    let cached = std::fs::read_dir(dir.path().join(".greeter/cache")).map_or(0, |d| d.count());
-    assert_eq!(cached, 1, "the default state directory is the manifest's");
+    assert!(
+        dir.path().join(".greeter/sqlite_key_value.db").is_file(),
+        "the default state directory is the manifest's"
+    );
+    let count = |path: std::path::PathBuf| std::fs::read_dir(path).map_or(0, |d| d.count());
+    assert_eq!(count(dir.path().join(".greeter/cache")), 0);
+    assert_eq!(
+        count(user_cache.path().join("spin/greeter-host")),
+        1,
+        "compiled into the user's cache"
+    );
 }

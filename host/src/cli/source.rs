@@ -5,6 +5,7 @@
 use crate::app::App;
 use crate::app::locked::LockedApp;
 use crate::app::manifest::directory_of;
+use crate::registry::cache::Cache;
 use crate::registry::{Registry, RegistryOptions, parse_reference};
 use anyhow::{Result, bail};
 use std::path::{Path, PathBuf};
@@ -63,9 +64,16 @@ impl AppSource {
         match self {
             AppSource::Manifest(path) => {
                 let state = directory_of(path)?.join(LOCAL_STATE_DIR);
+                // Compiled code is native code, loaded as it is: never from a directory that
+                // came with the app (a repository could ship a `.greeter/cache`), but from the
+                // user's cache, as for registry apps.
+                let compile_cache = match Cache::new(registry.cache_dir.clone()) {
+                    Ok(cache) => cache.compile_dir(),
+                    Err(_) => state.join("cache"),
+                };
                 Ok(LoadedApp {
                     app: App::load(path)?,
-                    compile_cache: state.join("cache"),
+                    compile_cache,
                     default_state_dir: Some(state),
                 })
             }

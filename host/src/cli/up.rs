@@ -196,7 +196,9 @@ async fn up(args: UpArgs, listeners: Vec<std::net::TcpListener>) -> Result<()> {
         (None, Some(configured)) => configured.clone(),
         (None, None) => default_state_dir,
     };
-    let compile_cache = match &state_dir {
+    // In a state directory the user named; one that came with the app (the default beside
+    // the manifest, or a runtime config's) is not trusted with native code.
+    let compile_cache = match &args.state_dir {
         Some(dir) => dir.join("cache"),
         None => compile_cache,
     };

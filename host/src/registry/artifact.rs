@@ -72,6 +72,18 @@ pub fn digest_of(bytes: &[u8]) -> String {
     format!("sha256:{:x}", Sha256::digest(bytes))
 }
 
+/// Whether `digest` is one this host computes (`sha256:` and 64 lowercase hex digits): the
+/// only digests it checks blobs against, and the only ones it lets name a file in the cache
+/// (a digest comes from the registry, and `/dev/zero` or `../x` must never become a path).
+pub fn is_sha256_digest(digest: &str) -> bool {
+    digest.strip_prefix("sha256:").is_some_and(|hex| {
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
 /// A pulled blob is what its descriptor says, in size and digest.
 pub fn check_blob(descriptor: &OciDescriptor, bytes: &[u8]) -> Result<()> {
     let digest = digest_of(bytes);
@@ -121,7 +133,24 @@ impl Artifact {
         if !layers.iter().any(|l| matches!(l, ManifestLayer::Locked(_))) {
             bail!("it has no layer of type {LOCKED_APP_LAYER}");
         }
+        if let Some(layer) = layers
+            .iter()
+            .find(|layer| !is_sha256_digest(&layer.descriptor().digest))
+        {
+            bail!(
+                "its layer digest {:?} is not sha256:<64 hex digits>",
+                layer.descriptor().digest
+            );
+        }
         Ok(Artifact { layers })
+    }
+
+    /// Fails unless `digest` is one of the manifest's layers.
+    pub fn check_layer(&self, digest: &str) -> Result<()> {
+        if !self.layers.iter().any(|l| l.descriptor().digest == digest) {
+            bail!("its digest {digest:?} is not a layer of the manifest");
+        }
+        Ok(())
     }
 
     /// Spin's artifact for a locked local app (sources are `file://` URLs).
@@ -382,6 +411,36 @@ mod tests {
         let index = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
         let error = Artifact::read(index).err().unwrap().to_string();
         assert!(error.contains("not an image manifest"), "{error}");
+    }
+
+    /// A digest from the registry names a cache file only when it is a plain SHA-256, and a
+    /// component's only when it is one of the layers just checked.
+    #[test]
+    fn digests_must_be_sha256_and_a_component_one_of_the_layers() {
+        let manifest = |digest: &str| {
+            format!(
+                r#"{{"schemaVersion":2,"config":{{"mediaType":"{IMAGE_CONFIG}","digest":"sha256:00","size":1}},"layers":[{{"mediaType":"{LOCKED_APP_LAYER}","digest":"{digest}","size":1}}]}}"#
+            )
+        };
+        let good = digest_of(b"locked");
+        let artifact = Artifact::read(manifest(&good).as_bytes()).unwrap();
+        assert!(artifact.check_layer(&good).is_ok());
+        let elsewhere = digest_of(b"elsewhere");
+        let error = artifact.check_layer(&elsewhere).unwrap_err().to_string();
+        assert!(error.contains("is not a layer of the manifest"), "{error}");
+        for bad in [
+            "/dev/zero",
+            "../../x",
+            "sha256:ABC",
+            "sha512:00",
+            &good.to_uppercase(),
+        ] {
+            let error = Artifact::read(manifest(bad).as_bytes()).err().unwrap();
+            assert!(
+                error.to_string().contains("is not sha256:"),
+                "{bad}: {error}"
+            );
+        }
     }
 
     #[test]

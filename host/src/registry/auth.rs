@@ -96,11 +96,16 @@ pub fn credentials(registry: &str) -> RegistryAuth {
 }
 
 /// The key `login` stores a server under, as Spin makes it: the host of a URL, a bare
-/// `host[:port]` as typed, docker.io as `index.docker.io`.
+/// `host[:port]` as typed, docker.io as `index.docker.io`. A URL's port is kept (Spin drops
+/// it, so that a login to `http://localhost:5000` never matched a pull from there).
 pub fn registry_key(server: &str) -> String {
     let key = match url::Url::parse(server) {
         Ok(url) if url.has_host() && server.contains("://") => {
-            url.host_str().unwrap_or(server).to_string()
+            let host = url.host_str().unwrap_or(server);
+            match url.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host.to_string(),
+            }
         }
         _ => server.to_string(),
     };
@@ -122,11 +127,9 @@ pub async fn login(server: &str, user: &str, password: &str, insecure: bool) -> 
     let mut file: SpinAuthFile = read_json(Some(path.clone())).unwrap_or_default();
     file.auths
         .insert(key, STANDARD.encode(format!("{user}:{password}")));
-    let write = || -> std::io::Result<()> {
-        std::fs::create_dir_all(path.parent().expect("the auth file has a directory"))?;
-        std::fs::write(&path, serde_json::to_vec_pretty(&file)?)
-    };
-    write().with_context(|| format!("cannot write {}", path.display()))
+    // Private to the user, and whole: a crash never leaves other registries' entries lost.
+    crate::files::write_whole(&path, &serde_json::to_vec_pretty(&file)?)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// `GET /v2/` with the credentials; for a token service, a token from it.
@@ -188,6 +191,8 @@ mod tests {
         assert_eq!(registry_key("ghcr.io"), "ghcr.io");
         assert_eq!(registry_key("127.0.0.1:5000"), "127.0.0.1:5000");
         assert_eq!(registry_key("docker.io"), "index.docker.io");
+        assert_eq!(registry_key("http://localhost:5000"), "localhost:5000");
+        assert_eq!(registry_key("https://ghcr.io:443/"), "ghcr.io");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! locked app as `config.json`. Every file is written whole (a temporary file, then a
 //! rename), and a cached blob counts only when its bytes still match its digest.
 
-use super::artifact::{ManifestLayer, digest_of};
+use super::artifact::{ManifestLayer, digest_of, is_sha256_digest};
 use anyhow::{Context, Result, bail};
 use oci_client::Reference;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,7 @@ const SPIN_DIR: &str = "spin";
 const REGISTRY_DIR: &str = "registry";
 /// greeter-host's compiled components of registry apps, beside Spin's `registry/`.
 const COMPILE_DIR: &str = "greeter-host";
-/// The tag directory of a reference without a tag (a digest alone), as in Spin.
+/// The tag directory of a reference with neither a tag nor a digest, as in Spin.
 const DEFAULT_TAG: &str = "latest";
 
 pub struct Cache {
@@ -48,7 +48,12 @@ impl Cache {
             .join("manifests")
             .join(reference.registry())
             .join(reference.repository())
-            .join(reference.tag().unwrap_or(DEFAULT_TAG))
+            .join(
+                reference
+                    .tag()
+                    .or(reference.digest())
+                    .unwrap_or(DEFAULT_TAG),
+            )
     }
 
     /// The manifest cached for `reference`; for a digest reference, that very one, under
@@ -75,9 +80,14 @@ impl Cache {
         write_whole(&dir.join("config.json"), locked)
     }
 
-    fn blob_paths(&self, digest: &str) -> [PathBuf; 2] {
+    /// Where a blob of `digest` may be; nowhere for a digest that is not a plain SHA-256
+    /// (it comes from the registry, and must not name a path of its own choosing).
+    fn blob_paths(&self, digest: &str) -> Vec<PathBuf> {
+        if !is_sha256_digest(digest) {
+            return Vec::new();
+        }
         let registry = self.registry();
-        [
+        vec![
             registry.join("wasm").join(digest),
             registry.join("data").join(digest),
         ]
@@ -97,7 +107,9 @@ impl Cache {
 
     /// Wasm under `wasm/`, everything else under `data/`.
     pub fn store_blob(&self, layer: &ManifestLayer, bytes: &[u8]) -> Result<()> {
-        let [wasm, data] = self.blob_paths(&layer.descriptor().digest);
+        let digest = &layer.descriptor().digest;
+        let [wasm, data] = <[PathBuf; 2]>::try_from(self.blob_paths(digest))
+            .map_err(|_| anyhow::anyhow!("{digest:?} is not a SHA-256 digest"))?;
         let path = match layer {
             ManifestLayer::Wasm(_) => wasm,
             ManifestLayer::Locked(_) | ManifestLayer::Data(_) => data,
@@ -131,14 +143,8 @@ fn user_cache_dir() -> Option<PathBuf> {
 /// Writes `bytes` to `path` in one step: readers see the old file or the whole new one.
 fn write_whole(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().context("a cache path has a directory")?;
-    let write = || -> std::io::Result<()> {
-        std::fs::create_dir_all(dir)?;
-        let temporary = tempfile::NamedTempFile::new_in(dir)?;
-        std::fs::write(temporary.path(), bytes)?;
-        temporary.persist(path).map_err(|error| error.error)?;
-        Ok(())
-    };
-    write().with_context(|| format!("cannot write to the cache directory {}", dir.display()))
+    crate::files::write_whole(path, bytes)
+        .with_context(|| format!("cannot write to the cache directory {}", dir.display()))
 }
 
 #[cfg(test)]
@@ -150,7 +156,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::new(Some(dir.path().to_path_buf())).unwrap();
         let digest = digest_of(b"wasm");
-        let [wasm, _] = cache.blob_paths(&digest);
+        let wasm = cache.blob_paths(&digest).remove(0);
         write_whole(&wasm, b"was").unwrap();
         assert!(
             !cache.has_blob(&digest),
@@ -172,11 +178,29 @@ mod tests {
             cache.reference_dir(&tagged),
             Path::new("/c/registry/manifests/localhost:5000/greeter/app/v1")
         );
-        let pinned: Reference = format!("ghcr.io/a/b@{}", digest_of(b"")).parse().unwrap();
+        // A digest alone is filed under itself: never as `latest`, which a later pull of the
+        // bare name would run from the cache when the registry is unreachable.
+        let digest = digest_of(b"");
+        let pinned: Reference = format!("ghcr.io/a/b@{digest}").parse().unwrap();
         assert_eq!(
             cache.reference_dir(&pinned),
-            Path::new("/c/registry/manifests/ghcr.io/a/b/latest")
+            Path::new("/c/registry/manifests/ghcr.io/a/b").join(&digest)
         );
+    }
+
+    #[test]
+    fn a_digest_that_is_no_sha256_names_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(Some(dir.path().to_path_buf())).unwrap();
+        for digest in [
+            "/dev/zero",
+            "../../../etc/passwd",
+            "sha256:../x",
+            "sha512:00",
+        ] {
+            assert!(!cache.has_blob(digest), "{digest}");
+            assert!(cache.wasm_file(digest).is_err(), "{digest}");
+        }
     }
 
     #[test]

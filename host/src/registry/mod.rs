@@ -106,6 +106,10 @@ impl Registry {
                     component.id
                 )
             })?;
+            // Only a layer this pull checked: never another file of the cache, or elsewhere.
+            artifact
+                .check_layer(&digest)
+                .with_context(|| format!("component {:?}", component.id))?;
             let path = self.cache.wasm_file(&digest)?;
             component.source.content = artifact::local_content(&path)?;
         }
