@@ -269,6 +269,15 @@ fn corrupt_blobs_are_refused_and_never_cached() {
             .exists()
     );
 
+    // A blob longer than the manifest says is cut off where it says it ends.
+    std::fs::write(&blob, [&bytes[..], b"and more"].concat()).unwrap();
+    let (status, stderr) = run_to_exit(host_from(&home, &reference, &["-k"]));
+    assert!(!status.success());
+    assert!(
+        stderr.contains("the registry sent more than the manifest's"),
+        "{stderr}"
+    );
+
     // A digest reference the registry answers with another manifest.
     let wrong = format!("greeter/app@sha256:{}", "0".repeat(64));
     let (status, stderr) = run_to_exit(host_from(&home, &registry.reference(&wrong), &["-k"]));

@@ -15,12 +15,16 @@ use crate::app::locked::LockedApp;
 use anyhow::{Context, Result, bail};
 use artifact::{Artifact, ManifestLayer};
 use cache::Cache;
+use futures_util::StreamExt;
 use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::manifest::OciManifest;
+use oci_client::manifest::{OciDescriptor, OciManifest};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+
+/// The largest layer pulled: far above any component, far below what would exhaust a pod.
+const MAX_LAYER_BYTES: usize = 1 << 30;
 
 /// The manifest types a registry may answer with; anything but an image manifest is refused
 /// after the answer, with a message that says what it was.
@@ -152,9 +156,8 @@ impl Registry {
             } else if self.cache.has_blob(&descriptor.digest) {
                 continue;
             }
-            let mut bytes = Vec::new();
-            self.client
-                .pull_blob(reference, descriptor, &mut bytes)
+            let bytes = self
+                .pull_sized(reference, descriptor)
                 .await
                 .with_context(|| format!("cannot pull layer {}", descriptor.digest))?;
             artifact::check_blob(descriptor, &bytes)?;
@@ -164,6 +167,38 @@ impl Registry {
             }
         }
         locked_json.context("the artifact has no Spin application layer")
+    }
+
+    /// A blob's bytes, no more than its descriptor's size: a registry (or anyone on a
+    /// plain-HTTP path to it) cannot make the host buffer more than the manifest said.
+    async fn pull_sized(
+        &self,
+        reference: &Reference,
+        descriptor: &OciDescriptor,
+    ) -> Result<Vec<u8>> {
+        let size = usize::try_from(descriptor.size)
+            .ok()
+            .filter(|size| *size <= MAX_LAYER_BYTES)
+            .with_context(|| {
+                format!(
+                    "its size {} is not from 0 to {MAX_LAYER_BYTES} bytes",
+                    descriptor.size
+                )
+            })?;
+        let mut stream = self
+            .client
+            .pull_blob_stream(reference, descriptor)
+            .await?
+            .stream;
+        let mut bytes = Vec::with_capacity(size);
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            if bytes.len() + chunk.len() > size {
+                bail!("the registry sent more than the manifest's {size} bytes");
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
     }
 
     /// Pushes `locked` (a local app) as `reference`; returns the manifest's digest when the
