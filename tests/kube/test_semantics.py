@@ -414,6 +414,19 @@ def test_an_autoscaled_spinapp_has_exactly_one_autoscaler(name):
             assert scalers == []
 
 
+@pytest.mark.parametrize("name", APP_RENDERS)
+def test_greeter_host_is_autoscaled_and_its_drains_never_wait_for_the_store(name):
+    """Its HPA owns the replica count (a fixed one would be reset on every apply), and no PDB
+    keeps unready pods (readiness follows the key-value store) from being evicted."""
+    objects = render(name)
+    if "greeter-host" in names(objects, "Deployment"):
+        host = one(objects, "Deployment", "greeter-host")
+        assert "replicas" not in host["spec"]
+        assert len(autoscalers(objects, "greeter-host")) == 1
+    for budget in of_kind(objects, "PodDisruptionBudget"):
+        assert budget["spec"].get("unhealthyPodEvictionPolicy") == "AlwaysAllow", ident(budget)
+
+
 @pytest.mark.parametrize("name", PRODUCTION)
 def test_production_is_highly_available(name):
     objects = render(name)
