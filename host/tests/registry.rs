@@ -361,6 +361,30 @@ fn a_registry_that_asks_for_credentials_gets_the_logged_in_ones() {
         &registry.reference("greeter/app:docker"),
         &["-k"],
     );
+
+    // Docker's credential helper (`credsStore`), as Docker Desktop sets it: a program that
+    // answers `get` for the server it reads on stdin.
+    let helper_home = dir.path().join("helper-home");
+    let bin = helper_home.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-greeter-test");
+    let script = format!(
+        "#!/bin/sh\nread server\n[ \"$1\" = get ] && [ \"$server\" = \"{}\" ] || exit 1\n\
+         printf '{{\"ServerURL\":\"%s\",\"Username\":\"{USER}\",\"Secret\":\"{PASSWORD}\"}}' \"$server\"\n",
+        registry.address
+    );
+    std::fs::write(&helper, script).unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::create_dir_all(helper_home.join("docker")).unwrap();
+    let config = json!({ "auths": { &registry.address: {} }, "credsStore": "greeter-test" });
+    std::fs::write(helper_home.join("docker/config.json"), config.to_string()).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let pushed = run(greeter_host(&helper_home)
+        .env("PATH", path)
+        .args(["registry", "push", "-k", "-f"])
+        .arg(app_manifest())
+        .arg(registry.reference("greeter/app:helper")));
+    assert!(pushed.status.success(), "{}", text(&pushed.stderr));
 }
 
 #[test]

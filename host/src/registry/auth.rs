@@ -1,8 +1,8 @@
 //! Registry credentials, found where Spin finds them: Spin's own file
 //! (`$XDG_CONFIG_HOME/fermyon/registry-auth.json`, else `~/.config/...`; what `registry
-//! login` writes), then the `auths` of Docker's config (`$DOCKER_CONFIG/config.json`, else
-//! `~/.docker/config.json`), else anonymous. Docker credential helpers are not run: Spin
-//! also goes anonymous when one fails.
+//! login` writes), then Docker's config (`$DOCKER_CONFIG/config.json`, else
+//! `~/.docker/config.json`): the registry's credential helper (`credHelpers`, else
+//! `credsStore`: `docker-credential-<name> get`), then its `auths`, else anonymous.
 
 use anyhow::{Context, Result, bail};
 use base64::Engine as _;
@@ -22,6 +22,19 @@ struct SpinAuthFile {
 struct DockerConfig {
     #[serde(default)]
     auths: BTreeMap<String, DockerAuth>,
+    #[serde(default, rename = "credHelpers")]
+    cred_helpers: BTreeMap<String, String>,
+    #[serde(rename = "credsStore")]
+    creds_store: Option<String>,
+}
+
+/// What a credential helper answers to `get`.
+#[derive(Deserialize)]
+struct HelperAnswer {
+    #[serde(rename = "Username")]
+    username: String,
+    #[serde(rename = "Secret")]
+    secret: String,
 }
 
 #[derive(Deserialize)]
@@ -80,19 +93,55 @@ pub fn credentials(registry: &str) -> RegistryAuth {
     let from_spin = spin.and_then(|file| decode_pair(file.auths.get(registry)?));
     let from_docker = || {
         let config: DockerConfig = read_json(docker_config_path())?;
-        let entry = config.auths.get(registry).or_else(|| {
-            config
-                .auths
-                .iter()
-                .find(|(key, _)| docker_key(key) == registry)
-                .map(|(_, entry)| entry)
-        })?;
-        decode_pair(entry.auth.as_deref()?)
+        let helper = config
+            .cred_helpers
+            .iter()
+            .find(|(key, _)| docker_key(key) == registry)
+            .map(|(_, helper)| helper)
+            .or(config.creds_store.as_ref());
+        let entry = || {
+            config.auths.get(registry).or_else(|| {
+                config
+                    .auths
+                    .iter()
+                    .find(|(key, _)| docker_key(key) == registry)
+                    .map(|(_, entry)| entry)
+            })
+        };
+        helper
+            .and_then(|helper| from_helper(helper, registry))
+            .or_else(|| decode_pair(entry()?.auth.as_deref()?))
     };
     match from_spin.or_else(from_docker) {
         Some((user, password)) => RegistryAuth::Basic(user, password),
         None => RegistryAuth::Anonymous,
     }
+}
+
+/// `docker-credential-<helper> get` for `registry`, as Docker runs it (the server on stdin,
+/// JSON on stdout); nothing when the helper is missing, fails, or answers with an identity
+/// token (`<token>`), which basic authentication cannot carry.
+fn from_helper(helper: &str, registry: &str) -> Option<(String, String)> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    // Docker Hub's helper entries are under its old v1 URL.
+    let server = match registry {
+        "index.docker.io" => "https://index.docker.io/v1/",
+        other => other,
+    };
+    let mut child = Command::new(format!("docker-credential-{helper}"))
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    child.stdin.take()?.write_all(server.as_bytes()).ok()?;
+    let output = child.wait_with_output().ok()?;
+    let answer: HelperAnswer = serde_json::from_slice(&output.stdout)
+        .ok()
+        .filter(|_| output.status.success())?;
+    (answer.username != "<token>").then_some((answer.username, answer.secret))
 }
 
 /// The key `login` stores a server under, as Spin makes it: the host of a URL, a bare
