@@ -121,7 +121,7 @@ impl Artifact {
         }
         let manifest: OciImageManifest =
             serde_json::from_value(value).context("the manifest is not an OCI image manifest")?;
-        let layers: Vec<ManifestLayer> = manifest
+        let mut layers: Vec<ManifestLayer> = manifest
             .layers
             .into_iter()
             .map(|layer| match layer.media_type.as_str() {
@@ -131,7 +131,12 @@ impl Artifact {
             })
             .collect();
         if !layers.iter().any(|l| matches!(l, ManifestLayer::Locked(_))) {
-            bail!("it has no layer of type {LOCKED_APP_LAYER}");
+            // Apps pushed by older Spin versions carry the locked app as the config, which
+            // Spin 3.x still reads.
+            if manifest.config.media_type != LOCKED_APP_LAYER {
+                bail!("it has no layer of type {LOCKED_APP_LAYER}");
+            }
+            layers.push(ManifestLayer::Locked(manifest.config));
         }
         if let Some(layer) = layers
             .iter()
@@ -441,6 +446,22 @@ mod tests {
                 "{bad}: {error}"
             );
         }
+    }
+
+    #[test]
+    fn an_older_spin_app_carries_its_locked_app_as_the_config() {
+        let locked = digest_of(b"locked");
+        let wasm = digest_of(b"wasm");
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"{LOCKED_APP_LAYER}","digest":"{locked}","size":6}},"layers":[{{"mediaType":"{WASM_LAYER}","digest":"{wasm}","size":4}}]}}"#
+        );
+        let artifact = Artifact::read(manifest.as_bytes()).unwrap();
+        let found = artifact.layers.iter().find_map(|layer| match layer {
+            ManifestLayer::Locked(descriptor) => Some(descriptor.digest.clone()),
+            _ => None,
+        });
+        assert_eq!(found, Some(locked));
+        assert!(artifact.check_layer(&wasm).is_ok());
     }
 
     #[test]
