@@ -177,8 +177,9 @@ pub async fn delete(platform: Platform<'_>, id: &str) -> Result<(), ApiError> {
 
 /// A page of greetings, newest first. A log entry counts only if its record is still there
 /// with that position, so deleted greetings and entries a crash left behind are skipped.
-pub async fn list(store: &dyn KeyValue, request: PageRequest) -> Result<GreetingPage, ApiError> {
-    backfill(store).await?;
+pub async fn list(platform: Platform<'_>, request: PageRequest) -> Result<GreetingPage, ApiError> {
+    let store = platform.store;
+    backfill(store, platform.random.random_u128()).await?;
     // One more than the page, to know whether another page follows.
     let listed = async |position, id| {
         Ok(load(store, id)
@@ -203,9 +204,9 @@ pub async fn list(store: &dyn KeyValue, request: PageRequest) -> Result<Greeting
 
 /// Gives every record without a position one, newest first and each below the last, once
 /// per store: the upgrade from the version without a log. Several hosts may run it at once:
-/// a record takes a position by swap, and the loser's entry is abandoned. Until it has
+/// a record takes a position by swap, and the loser's entry is removed. Until it has
 /// finished (it reads every key, once), every listing tries again.
-async fn backfill(store: &dyn KeyValue) -> Result<(), ApiError> {
+async fn backfill(store: &dyn KeyValue, nonce: u128) -> Result<(), ApiError> {
     if store.exists(BACKFILLED_KEY).await? {
         return Ok(());
     }
@@ -217,12 +218,17 @@ async fn backfill(store: &dyn KeyValue) -> Result<(), ApiError> {
         .collect();
     ids.sort_unstable_by(|a, b| b.cmp(a));
     for id in ids {
-        give_position(store, id).await?;
+        give_position(store, id, nonce).await?;
     }
     Ok(store.set(BACKFILLED_KEY, b"1").await?)
 }
 
-async fn give_position(store: &dyn KeyValue, id: GreetingId) -> Result<(), ApiError> {
+/// Takes a position for record `id` and swaps it into the record. The position is this
+/// caller's alone, so a record that holds it after a swap said it lost (Spin's Redis store
+/// says so of every swap) got it from this caller, whatever else changed since; otherwise its
+/// entry is removed as a delete removes one, so that a delete that came in between and blanked
+/// it already is not counted twice.
+async fn give_position(store: &dyn KeyValue, id: GreetingId, nonce: u128) -> Result<(), ApiError> {
     for _ in 0..MAX_SWAP_ATTEMPTS {
         let Some((old, mut stored)) = load_lenient(store, id).await? else {
             return Ok(());
@@ -234,10 +240,17 @@ async fn give_position(store: &dyn KeyValue, id: GreetingId) -> Result<(), ApiEr
         let (entry_key, entry) = greeting_log::entry(position, id);
         store.set(&entry_key, &entry).await?;
         stored.position = Some(position);
-        if swap_own(store, id, &old, &encode(&stored)?).await? {
+        let swapped = store
+            .compare_and_swap(&key(id), &old, &encode(&stored)?)
+            .await?;
+        let held = || async {
+            let now = load_lenient(store, id).await?;
+            Ok::<_, ApiError>(now.is_some_and(|(_, now)| now.position == Some(position)))
+        };
+        if swapped || held().await? {
             return Ok(());
         }
-        greeting_log::abandon(store, position).await?;
+        greeting_log::remove(store, position, id, nonce).await?;
     }
     Err(busy(id))
 }
@@ -277,7 +290,7 @@ fn busy(id: GreetingId) -> ApiError {
 }
 
 /// Swaps the record of greeting `id` from `old` to `new`, which no other writer produces (it
-/// holds a fresh timestamp or position): whether `new` is stored. Read back when the swap
+/// holds a fresh timestamp): whether `new` is stored. Read back when the swap
 /// says it lost, as Spin's Redis store says of every swap ([`greeting_log::remove`]).
 async fn swap_own(
     store: &dyn KeyValue,

@@ -46,7 +46,7 @@ pub async fn create_greeting(call: &Call<'_>) -> Result<Response, ApiError> {
 )]
 pub async fn list_greetings(call: &Call<'_>) -> Result<Response, ApiError> {
     let request = PageRequest::from_query(call.request.query())?;
-    let page = greetings::list(call.platform.store, request).await?;
+    let page = greetings::list(call.platform, request).await?;
     Ok(Response::json(200, &page))
 }
 
