@@ -42,10 +42,15 @@ fn sigterm_serves_through_the_delay_then_drains_in_flight_requests_and_exits_0()
     );
 }
 
+/// Also with a connection open that has sent nothing (a browser's preconnect, a TCP check):
+/// it has no request to drain.
 #[test]
 fn sigint_drains_at_once() {
     let state = tempfile::tempdir().unwrap();
     let host = faulty_host(state.path()).start();
+    let address = host.base.trim_start_matches("http://").to_string();
+    let _idle = std::net::TcpStream::connect(address).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
     let signalled = Instant::now();
     host.signal(libc::SIGINT);
     let status = host.wait(Duration::from_secs(10));

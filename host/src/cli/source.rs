@@ -25,7 +25,8 @@ pub enum AppSource {
 pub struct LoadedApp {
     pub app: App,
     pub default_state_dir: Option<PathBuf>,
-    pub compile_cache: PathBuf,
+    /// The user's cache for compiled components; `None` when there is none (no `HOME`).
+    pub compile_cache: Option<PathBuf>,
 }
 
 impl AppSource {
@@ -67,10 +68,9 @@ impl AppSource {
                 // Compiled code is native code, loaded as it is: never from a directory that
                 // came with the app (a repository could ship a `.greeter/cache`), but from the
                 // user's cache, as for registry apps.
-                let compile_cache = match Cache::new(registry.cache_dir.clone()) {
-                    Ok(cache) => cache.compile_dir(),
-                    Err(_) => state.join("cache"),
-                };
+                let compile_cache = Cache::new(registry.cache_dir.clone())
+                    .ok()
+                    .map(|cache| cache.compile_dir());
                 Ok(LoadedApp {
                     app: App::load(path)?,
                     compile_cache,
@@ -83,7 +83,7 @@ impl AppSource {
                 Ok(LoadedApp {
                     app: locked.to_app()?,
                     default_state_dir: None,
-                    compile_cache: registry.compile_cache(),
+                    compile_cache: Some(registry.compile_cache()),
                 })
             }
         }

@@ -198,9 +198,12 @@ async fn up(args: UpArgs, listeners: Vec<std::net::TcpListener>) -> Result<()> {
     };
     // In a state directory the user named; one that came with the app (the default beside
     // the manifest, or a runtime config's) is not trusted with native code.
-    let compile_cache = match &args.state_dir {
-        Some(dir) => dir.join("cache"),
-        None => compile_cache,
+    let compile_cache = match (&args.state_dir, compile_cache) {
+        (Some(dir), _) => dir.join("cache"),
+        (None, Some(user_cache)) => user_cache,
+        (None, None) => bail!(
+            "no cache directory for compiled components: set HOME or XDG_CACHE_HOME, or give --state-dir or --cache-dir"
+        ),
     };
     let declared = app
         .variables

@@ -129,7 +129,8 @@ fn from_helper(helper: &str, registry: &str) -> Option<(String, String)> {
         "index.docker.io" => "https://index.docker.io/v1/",
         other => other,
     };
-    let mut child = Command::new(format!("docker-credential-{helper}"))
+    let program = format!("docker-credential-{helper}");
+    let mut child = Command::new(&program)
         .arg("get")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -137,12 +138,26 @@ fn from_helper(helper: &str, registry: &str) -> Option<(String, String)> {
         .spawn()
         .ok()?;
     child.stdin.take()?.write_all(server.as_bytes()).ok()?;
+    // A helper may wait for a desktop app or a passphrase prompt that never comes.
+    let started = std::time::Instant::now();
+    while child.try_wait().ok()?.is_none() {
+        if started.elapsed() > HELPER_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            tracing::warn!("{program} gave no answer in {HELPER_TIMEOUT:?}; going on without it");
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let output = child.wait_with_output().ok()?;
     let answer: HelperAnswer = serde_json::from_slice(&output.stdout)
         .ok()
         .filter(|_| output.status.success())?;
     (answer.username != "<token>").then_some((answer.username, answer.secret))
 }
+
+/// How long a credential helper may take to answer.
+const HELPER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The key `login` stores a server under, as Spin makes it: the host of a URL, a bare
 /// `host[:port]` as typed, docker.io as `index.docker.io`. A URL's port is kept (Spin drops

@@ -25,6 +25,9 @@ use std::path::PathBuf;
 
 /// The largest layer pulled: far above any component, far below what would exhaust a pod.
 const MAX_LAYER_BYTES: usize = 1 << 30;
+/// What a layer's buffer starts with: a component of this size or less is read without
+/// copying, and a manifest's claim alone reserves no more.
+const INITIAL_LAYER_CAPACITY: usize = 16 << 20;
 
 /// The manifest types a registry may answer with; anything but an image manifest is refused
 /// after the answer, with a message that says what it was.
@@ -190,7 +193,8 @@ impl Registry {
             .pull_blob_stream(reference, descriptor)
             .await?
             .stream;
-        let mut bytes = Vec::with_capacity(size);
+        // Grown as bytes come, not reserved for what the manifest claims.
+        let mut bytes = Vec::with_capacity(size.min(INITIAL_LAYER_CAPACITY));
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;
             if bytes.len() + chunk.len() > size {

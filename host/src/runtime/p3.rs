@@ -101,6 +101,8 @@ struct Seat {
     /// Its guest takes calls (no backpressure). True while it is being instantiated: a
     /// request queues behind one still starting rather than starting yet another.
     ready: AtomicBool,
+    /// It waits for an instance slot: not about to run, however many requests queue on it.
+    waiting_for_slot: AtomicBool,
     /// Out of the pool: it gets no more requests.
     closed: AtomicBool,
 }
@@ -211,7 +213,9 @@ impl Pool {
         while let Some(index) = self.choose(&open) {
             let seat = &open[index];
             seat.unanswered.fetch_add(1, Relaxed);
-            seat.running.store(true, Relaxed);
+            if !seat.waiting_for_slot.load(Relaxed) {
+                seat.running.store(true, Relaxed);
+            }
             let given = seat.given.fetch_add(1, Relaxed) + 1;
             match seat.jobs.send(job) {
                 Ok(()) if given < seat.max_requests => return,
@@ -320,6 +324,7 @@ impl Seat {
             yielding: AtomicBool::new(false),
             waits_in_host_calls: AtomicUsize::new(0),
             ready: AtomicBool::new(true),
+            waiting_for_slot: AtomicBool::new(false),
             closed: AtomicBool::new(false),
         }
     }
@@ -353,12 +358,11 @@ impl Instances {
     /// A new instance for `seat`, once a slot is free, waiting no later than `queued_until`.
     /// While it waits, live instances that can take a request are chosen before it.
     async fn instantiate(&self, seat: &Arc<Seat>, queued_until: Instant) -> wasmtime::Result<Live> {
+        seat.waiting_for_slot.store(true, Relaxed);
         seat.running.store(false, Relaxed);
-        let slot = self
-            .slots
-            .take(queued_until)
-            .await
-            .map_err(|_| wasmtime::Error::new(NoFreeSlot))?;
+        let slot = self.slots.take(queued_until).await;
+        seat.waiting_for_slot.store(false, Relaxed);
+        let slot = slot.map_err(|_| wasmtime::Error::new(NoFreeSlot))?;
         seat.running.store(true, Relaxed);
         let state = InstanceState::new(&self.context, self.stores.clone(), self.observer.clone());
         let mut store = Store::new(&self.engine, state);

@@ -131,6 +131,8 @@ impl Server {
             .header_read_timeout(self.limits.header_read_timeout);
         http.http2().timer(TokioTimer::new());
         let http = Arc::new(http);
+        // Connections that have sent nothing yet are dropped at shutdown, not drained.
+        let (stop_waiting, stopping) = tokio::sync::watch::channel(false);
         tokio::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {
@@ -144,12 +146,16 @@ impl Server {
             });
             let (http, watcher) = (http.clone(), graceful.watcher());
             let header_read_timeout = self.limits.header_read_timeout;
+            let mut stopping = stopping.clone();
             tokio::spawn(async move {
                 // hyper's header timer starts only once the protocol is known.
-                if tokio::time::timeout(header_read_timeout, protocol_known(&stream))
-                    .await
-                    .is_err()
-                {
+                let known = tokio::select! {
+                    known = tokio::time::timeout(header_read_timeout, protocol_known(&stream)) => {
+                        known.is_ok()
+                    }
+                    _ = stopping.wait_for(|stop| *stop) => false,
+                };
+                if !known {
                     tracing::debug!(%peer, "connection closed: nothing sent in time");
                     return;
                 }
@@ -160,6 +166,7 @@ impl Server {
             });
         }
         drop(listener);
+        let _ = stop_waiting.send(true);
         tokio::select! {
             () = graceful.shutdown() => true,
             () = tokio::time::sleep(self.limits.drain_timeout) => false,
