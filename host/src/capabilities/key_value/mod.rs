@@ -177,10 +177,10 @@ pub struct KeyValueState {
     stores: Arc<Stores>,
     /// The labels the manifest grants this component.
     granted: Arc<[String]>,
-    /// Open stores of both interfaces; a handle's resource rep is its index here.
-    open: Vec<Option<Arc<Backend>>>,
-    /// Compare-and-swaps in progress, by resource rep.
-    swaps: Vec<Option<Swap>>,
+    /// Open stores of both interfaces.
+    open: Handles<Arc<Backend>>,
+    /// Compare-and-swaps in progress.
+    swaps: Handles<Swap>,
     /// The parent of this capability's spans; the runtime sets it for each host call.
     pub request_span: RequestSpan,
 }
@@ -199,8 +199,8 @@ impl KeyValueState {
         KeyValueState {
             stores,
             granted,
-            open: Vec::new(),
-            swaps: Vec::new(),
+            open: Handles::default(),
+            swaps: Handles::default(),
             request_span: RequestSpan::default(),
         }
     }
@@ -220,18 +220,18 @@ impl KeyValueState {
         let Some(backend) = self.stores.backends.get(label).cloned() else {
             return Ok(Err(Error::NoSuchStore));
         };
-        insert(&mut self.open, backend, MAX_OPEN_STORES).map(Ok)
+        self.open.insert(backend, MAX_OPEN_STORES).map(Ok)
     }
 
     fn backend<R>(&self, store: &Resource<R>) -> wasmtime::Result<Arc<Backend>> {
         self.open
-            .get(store.rep() as usize)
-            .and_then(Option::clone)
+            .get(store.rep())
+            .cloned()
             .ok_or_else(|| wasmtime::format_err!("invalid store"))
     }
 
     fn close_store<R>(&mut self, store: &Resource<R>) -> wasmtime::Result<()> {
-        remove(&mut self.open, store.rep()).map(drop)
+        self.open.remove(store.rep()).map(drop)
     }
 }
 
@@ -239,26 +239,55 @@ impl KeyValueState {
 #[derive(Debug, PartialEq)]
 struct TableFull;
 
-/// Puts `item` in the first free slot of `table`, growing it up to `capacity`.
-fn insert<T>(table: &mut Vec<Option<T>>, item: T, capacity: usize) -> Result<u32, TableFull> {
-    let index = match table.iter().position(Option::is_none) {
-        Some(free) => free,
-        None if table.len() < capacity => {
-            table.push(None);
-            table.len() - 1
-        }
-        None => return Err(TableFull),
-    };
-    table[index] = Some(item);
-    Ok(index as u32)
+/// A handle table: a handle's resource rep is its index, and a freed index is given out
+/// again (the most recently freed first), each in constant time however many are open.
+struct Handles<T> {
+    slots: Vec<Option<T>>,
+    free: Vec<u32>,
 }
 
-/// Takes the item at `rep` out of `table`; an unknown rep traps.
-fn remove<T>(table: &mut [Option<T>], rep: u32) -> wasmtime::Result<T> {
-    table
-        .get_mut(rep as usize)
-        .and_then(Option::take)
-        .ok_or_else(|| wasmtime::format_err!("invalid handle"))
+impl<T> Default for Handles<T> {
+    fn default() -> Self {
+        Handles {
+            slots: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+}
+
+impl<T> Handles<T> {
+    /// Puts `item` in a free slot, growing the table up to `capacity`.
+    fn insert(&mut self, item: T, capacity: usize) -> Result<u32, TableFull> {
+        let rep = match self.free.pop() {
+            Some(rep) => rep,
+            None if self.slots.len() < capacity => {
+                self.slots.push(None);
+                u32::try_from(self.slots.len() - 1).map_err(|_| TableFull)?
+            }
+            None => return Err(TableFull),
+        };
+        self.slots[rep as usize] = Some(item);
+        Ok(rep)
+    }
+
+    fn get(&self, rep: u32) -> Option<&T> {
+        self.slots.get(rep as usize)?.as_ref()
+    }
+
+    fn get_mut(&mut self, rep: u32) -> Option<&mut T> {
+        self.slots.get_mut(rep as usize)?.as_mut()
+    }
+
+    /// Takes the item at `rep` out; an unknown rep traps.
+    fn remove(&mut self, rep: u32) -> wasmtime::Result<T> {
+        let item = self
+            .slots
+            .get_mut(rep as usize)
+            .and_then(Option::take)
+            .ok_or_else(|| wasmtime::format_err!("invalid handle"))?;
+        self.free.push(rep);
+        Ok(item)
+    }
 }
 
 impl Backend {
@@ -550,10 +579,14 @@ mod tests {
             kv.get(stale, "k".into()).await.is_err(),
             "an unknown handle traps"
         );
-        let mut table = Vec::new();
-        assert_eq!(insert(&mut table, 'a', 2), Ok(0));
-        assert_eq!(insert(&mut table, 'b', 2), Ok(1));
-        assert_eq!(insert(&mut table, 'c', 2), Err(TableFull));
+        let mut table = Handles::default();
+        assert_eq!(table.insert('a', 2), Ok(0));
+        assert_eq!(table.insert('b', 2), Ok(1));
+        assert_eq!(table.insert('c', 2), Err(TableFull));
+        assert_eq!(table.remove(0).unwrap(), 'a');
+        assert!(table.remove(0).is_err(), "a freed handle is unknown");
+        assert_eq!(table.insert('c', 2), Ok(0));
+        assert_eq!(table.get(0), Some(&'c'));
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -10,7 +10,7 @@
 
 use super::bindings::fermyon::spin::key_value::Error as SpinError;
 use super::bindings::wasi::keyvalue::{atomics, batch, store};
-use super::{KeyValueState, MAX_OPEN_SWAPS, Swap, TableFull, insert, remove};
+use super::{KeyValueState, MAX_OPEN_SWAPS, Swap, TableFull};
 use store::{Bucket, Error, KeyResponse};
 use wasmtime::component::Resource;
 
@@ -126,15 +126,15 @@ impl batch::Host for KeyValueState {
 
 impl KeyValueState {
     fn open_swap(&mut self, swap: Swap) -> Result<Resource<atomics::Cas>, Error> {
-        insert(&mut self.swaps, swap, MAX_OPEN_SWAPS)
+        self.swaps
+            .insert(swap, MAX_OPEN_SWAPS)
             .map(Resource::new_own)
             .map_err(|TableFull| Error::Other("too many compare_and_swaps opened".into()))
     }
 
     fn swap_mut(&mut self, cas: &Resource<atomics::Cas>) -> wasmtime::Result<&mut Swap> {
         self.swaps
-            .get_mut(cas.rep() as usize)
-            .and_then(Option::as_mut)
+            .get_mut(cas.rep())
             .ok_or_else(|| wasmtime::format_err!("invalid compare and swap"))
     }
 }
@@ -166,7 +166,7 @@ impl atomics::HostCas for KeyValueState {
     }
 
     async fn drop(&mut self, cas: Resource<atomics::Cas>) -> wasmtime::Result<()> {
-        remove(&mut self.swaps, cas.rep()).map(drop)
+        self.swaps.remove(cas.rep()).map(drop)
     }
 }
 
@@ -191,7 +191,7 @@ impl atomics::Host for KeyValueState {
             backend,
             key,
             observed,
-        } = remove(&mut self.swaps, cas.rep())?;
+        } = self.swaps.remove(cas.rep())?;
         let written = match observed {
             Some(expected) => {
                 self.traced(backend.swap(key.clone(), expected, value))
