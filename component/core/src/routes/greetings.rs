@@ -129,6 +129,14 @@ mod tests {
         body_json(&response)
     }
 
+    /// The path of a greeting for Ada, just created.
+    fn created_ada(app: &TestApp) -> String {
+        format!(
+            "/api/greetings/{}",
+            id_of(&create(app, r#"{"name":"Ada"}"#))
+        )
+    }
+
     fn id_of(greeting: &Value) -> String {
         greeting["id"].as_str().expect("an id").to_owned()
     }
@@ -295,10 +303,7 @@ mod tests {
     #[test]
     fn put_validates_like_post_and_404s_unknown_ids() {
         let app = TestApp::new();
-        let path = format!(
-            "/api/greetings/{}",
-            id_of(&create(&app, r#"{"name":"Ada"}"#))
-        );
+        let path = created_ada(&app);
         assert_error(
             &app.send_json("PUT", &path, r#"{"name":"Ada","x":1}"#),
             422,
@@ -325,10 +330,7 @@ mod tests {
     #[test]
     fn delete_removes_the_greeting_once() {
         let app = TestApp::new();
-        let path = format!(
-            "/api/greetings/{}",
-            id_of(&create(&app, r#"{"name":"Ada"}"#))
-        );
+        let path = created_ada(&app);
         let response = app.send(Request::new("DELETE", &path));
         assert_eq!((response.status, response.body.len()), (204, 0));
         assert_eq!(response.header("content-type"), Some(JSON));
@@ -397,10 +399,7 @@ mod tests {
     #[test]
     fn a_replace_that_keeps_losing_to_other_writers_is_a_409() {
         let app = TestApp::new();
-        let path = format!(
-            "/api/greetings/{}",
-            id_of(&create(&app, r#"{"name":"Ada"}"#))
-        );
+        let path = created_ada(&app);
         app.store.rival_writer.set(true);
         let response = app.send_json("PUT", &path, r#"{"name":"Grace"}"#);
         assert_error(&response, 409, "conflict");
@@ -549,10 +548,7 @@ mod tests {
     #[test]
     fn a_store_outage_is_503_on_every_greeting_route() {
         let app = TestApp::new();
-        let path = format!(
-            "/api/greetings/{}",
-            id_of(&create(&app, r#"{"name":"Ada"}"#))
-        );
+        let path = created_ada(&app);
         app.store.down.set(true);
         for response in [
             app.send_json("POST", "/api/greetings", r#"{"name":"Ada"}"#),
