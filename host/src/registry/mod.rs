@@ -23,6 +23,10 @@ use oci_client::{Client, Reference};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+/// How long to wait for a registry's TCP (and TLS) connection, and then for each read.
+const REGISTRY_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const REGISTRY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The largest layer pulled: far above any component, far below what would exhaust a pod.
 const MAX_LAYER_BYTES: usize = 1 << 30;
 /// What a layer's buffer starts with: a component of this size or less is read without
@@ -63,6 +67,10 @@ impl Registry {
             } else {
                 ClientProtocol::Https
             },
+            // A registry that accepts and never answers (or a dropped route) must not hang
+            // the start: it fails, or falls back to the cache.
+            connect_timeout: Some(REGISTRY_CONNECT_TIMEOUT),
+            read_timeout: Some(REGISTRY_READ_TIMEOUT),
             ..ClientConfig::default()
         };
         let client = Client::try_from(config).context("cannot set up the registry client")?;
@@ -253,11 +261,15 @@ fn is_unreachable(error: &anyhow::Error) -> bool {
         ConnectionRefused, HostUnreachable, NetworkUnreachable, NotConnected, TimedOut,
     };
     error.chain().any(|cause| {
-        cause.downcast_ref::<std::io::Error>().is_some_and(|io| {
+        let io = cause.downcast_ref::<std::io::Error>().is_some_and(|io| {
             matches!(
                 io.kind(),
                 ConnectionRefused | HostUnreachable | NetworkUnreachable | NotConnected | TimedOut
             )
-        })
+        });
+        // The client's own timeouts: no answer at all.
+        io || cause
+            .downcast_ref::<reqwest::Error>()
+            .is_some_and(reqwest::Error::is_timeout)
     })
 }
